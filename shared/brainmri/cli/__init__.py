@@ -1,0 +1,1 @@
+"""The ``brainmri`` command line."""

@@ -1,0 +1,65 @@
+"""``brainmri eval``: evaluation report with plots for a folder or CSV of labelled images."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from brainmri.cli.common import EPILOG
+from brainmri.config import get_settings
+from brainmri.data.manifest import load_samples
+from brainmri.evaluation.report import EvalItem, evaluate
+from brainmri.inference.loader import engine_from_settings
+from brainmri.inference.results import resolve_threshold
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "eval",
+        help="evaluate a model on labelled images (report + plots)",
+        description="DATA is a folder of class-named subfolders or a CSV manifest. Writes "
+        "predictions.csv, eval_report.json and plots to OUT.",
+        epilog=EPILOG,
+    )
+    parser.add_argument("--data", type=Path, required=True, metavar="DIR_or_CSV")
+    parser.add_argument("--model", type=Path, default=None, metavar="BUNDLE")
+    parser.add_argument("--out", type=Path, required=True, metavar="OUT")
+    parser.add_argument("--tta", action="store_true")
+    parser.add_argument("--threshold", type=float, default=None)
+    parser.add_argument("--backend", choices=("eager", "bf16", "onnx"), default=None)
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default=None)
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = get_settings()
+    engine = engine_from_settings(
+        settings, model_dir=args.model, backend=args.backend, device=args.device
+    )
+    threshold = resolve_threshold(args.threshold, settings.tumor_thresh, engine.metadata)
+    items = [EvalItem(str(s.path), s.class_name, s.path) for s in load_samples(args.data)]
+    outcome = evaluate(engine, items, args.out, threshold=threshold, tta=args.tta, progress=True)
+    r = outcome.report
+
+    def fmt(value: float | None) -> str:
+        return "n/a" if value is None else f"{value:.4f}"
+
+    print(
+        f"model {r['model_version']} on {r['n_labeled']} labelled images "
+        f"({r['n_failed']} unreadable){' with TTA' if args.tta else ''}"
+    )
+    print(
+        f"accuracy {fmt(r['acc_multiclass'])}  macro-F1 {fmt(r['macro_f1'])}  ECE {fmt(r['ece'])}"
+    )
+    print(f"tumor vs no tumor: ROC AUC {fmt(r['roc_auc_binary'])}  AP {fmt(r['ap_binary'])}")
+    print(
+        f"at threshold {r['threshold']:.2f}: sensitivity {fmt(r['sensitivity'])}  "
+        f"specificity {fmt(r['specificity'])}  binary accuracy {fmt(r['acc_binary'])}"
+    )
+    if r["best_threshold_by_YoudenJ"] is not None:
+        print(
+            f"suggested threshold (Youden J): {r['best_threshold_by_YoudenJ']:.2f} "
+            f"(J = {r['best_J']:.4f})"
+        )
+    print(f"artifacts in {args.out}: {', '.join(r['artifacts'])}")
+    return 0

@@ -1,0 +1,156 @@
+"""The one settings object every service reads.
+
+All configuration comes from environment variables with the ``BRAINMRI_`` prefix (plus the
+original service's ``TUMOR_THRESH``). Backends are chosen by URL: ``sqlite:///`` vs
+``postgresql+psycopg2://`` for the database, ``file://`` vs ``s3://`` for the object store,
+``filesystem://`` vs ``redis://`` for the Celery broker. Leaving the URLs unset gives embedded
+mode: everything lives under ``BRAINMRI_DATA_DIR``.
+
+The README's settings table is generated from the field descriptions here
+(``brainmri settings --markdown``) and a test keeps the two in step.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from brainmri.errors import ConfigurationError
+
+Device = Literal["auto", "cpu", "cuda", "mps"]
+InferenceBackendName = Literal["eager", "bf16", "onnx"]
+DicomSliceMode = Literal["center", "middle_k"]
+
+#: Values that must never reach production: they are the documented examples.
+PLACEHOLDER_SECRETS = frozenset({"changeme", "change-me", "minioadmin", "secret", "password"})
+
+
+class Settings(BaseSettings):
+    """Service configuration. One instance per process; see :func:`get_settings`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="BRAINMRI_", env_file=None, extra="ignore", populate_by_name=True
+    )
+
+    # --- deployment -----------------------------------------------------------------------
+    environment: Literal["development", "production"] = Field(
+        "development",
+        description="`production` refuses placeholder secrets and auto-generated API keys.",
+    )
+    data_dir: Path = Field(
+        Path("var"),
+        description="Embedded-mode home: SQLite file, local object store, broker spool, API key.",
+    )
+    database_url: str | None = Field(
+        None,
+        description="SQLAlchemy URL. Unset: `sqlite:///<data_dir>/brainmri.db` (embedded).",
+    )
+    object_store_url: str | None = Field(
+        None,
+        description="`s3://bucket[/prefix]` or `file:///abs/path`. Unset: `<data_dir>/objects`.",
+    )
+    s3_endpoint: str = Field("127.0.0.1:9000", description="S3/MinIO endpoint `host:port`.")
+    s3_access_key: str | None = Field(None, description="S3 access key.")
+    s3_secret_key: str | None = Field(None, description="S3 secret key.")
+    s3_secure: bool = Field(False, description="Use HTTPS for the S3 endpoint.")
+    s3_region: str | None = Field(None, description="S3 region (optional for MinIO).")
+    broker_url: str | None = Field(
+        None,
+        description="Celery broker. Unset: kombu `filesystem://` spool under `<data_dir>/broker`.",
+    )
+    broker_poll_interval: float = Field(
+        0.05, description="Polling interval (s) of the embedded filesystem broker.", gt=0
+    )
+
+    # --- model and inference ----------------------------------------------------------------
+    model_dir: Path | None = Field(
+        None, description="Model bundle folder for the CLI and a fresh registry. Unset: shipped."
+    )
+    model_name: str = Field("brainmri", description="Registry name of the served model.")
+    tumor_thresh: float | None = Field(
+        None,
+        ge=0.0,
+        le=1.0,
+        validation_alias=AliasChoices("BRAINMRI_TUMOR_THRESH", "TUMOR_THRESH", "tumor_thresh"),
+        description="Operating threshold on `tumor_prob` (env `TUMOR_THRESH` also read). "
+        "Unset: the bundle's validated default (0.22 if the bundle has none). "
+        "A request's `threshold` beats it.",
+    )
+    device: Device = Field("auto", description="`auto`, `cpu`, `cuda` or `mps`.")
+    inference_backend: InferenceBackendName = Field(
+        "eager", description="`eager` (fp32), `bf16` (autocast) or `onnx` (ONNX Runtime)."
+    )
+    inference_batch_size: int = Field(32, ge=1, le=1024, description="Images per forward pass.")
+    decode_workers: int = Field(2, ge=1, le=64, description="Threads decoding images in parallel.")
+    dicom_slice_mode: DicomSliceMode = Field(
+        "center", description="`center` slice (original behaviour) or `middle_k` averaged."
+    )
+    dicom_middle_k: int = Field(5, ge=1, le=64, description="Slices scored in `middle_k` mode.")
+
+    # --- input limits (every limit is a setting) ----------------------------------------------
+    max_upload_bytes: int = Field(64 * 1024**2, ge=1, description="Largest accepted upload.")
+    max_image_pixels: int = Field(
+        40_000_000, ge=1, description="Largest decoded image (width x height) - bomb guard."
+    )
+    max_tiff_pages: int = Field(16, ge=1, description="Most pages a TIFF may have.")
+    zip_max_members: int = Field(2000, ge=1, description="Most members in a DICOM zip.")
+    zip_max_total_bytes: int = Field(
+        1024**3, ge=1, description="Most bytes a zip may decompress to in total."
+    )
+    zip_max_ratio: float = Field(
+        200.0, gt=1, description="Largest allowed uncompressed/compressed ratio of a zip."
+    )
+    max_eval_images: int = Field(20000, ge=1, description="Most images one evaluation may score.")
+
+    @field_validator("data_dir")
+    @classmethod
+    def _absolute_data_dir(cls, value: Path) -> Path:
+        return value.expanduser().resolve()
+
+    @model_validator(mode="after")
+    def _refuse_placeholders_in_production(self) -> Settings:
+        if self.environment == "production":
+            secret = self.s3_secret_key or ""
+            if secret.lower() in PLACEHOLDER_SECRETS:
+                raise ConfigurationError(
+                    "BRAINMRI_S3_SECRET_KEY is a documented placeholder; set a real secret"
+                )
+        return self
+
+    # --- derived values -------------------------------------------------------------------
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'brainmri.db'}"
+
+    @property
+    def resolved_object_store_url(self) -> str:
+        return self.object_store_url or (self.data_dir / "objects").as_uri()
+
+    @property
+    def resolved_broker_url(self) -> str:
+        return self.broker_url or "filesystem://"
+
+    @property
+    def embedded(self) -> bool:
+        """True when no external broker is configured: the API starts its own worker."""
+        return self.resolved_broker_url.startswith("filesystem://")
+
+    @property
+    def broker_spool_dir(self) -> Path:
+        return self.data_dir / "broker"
+
+    @property
+    def resolved_model_dir(self) -> Path:
+        from brainmri.models.bundle import default_bundle_dir
+
+        return self.model_dir or default_bundle_dir()
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read from the environment once."""
+    return Settings()

@@ -1,0 +1,1 @@
+"""Class names, dataset building (duplicate-aware splits) and torch datasets."""

@@ -1,0 +1,1 @@
+"""Metrics, calibration, plots and evaluation reports."""

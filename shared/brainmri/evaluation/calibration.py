@@ -1,0 +1,78 @@
+"""Temperature scaling and operating-threshold selection.
+
+Both are fitted on a *calibration* split that was not used to choose the checkpoint (the
+original tuned its threshold on the very split that picked the checkpoint, which flatters it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from brainmri.evaluation.metrics import SWEEP, binary_rates, youden_threshold
+
+
+def fit_temperature(logits: np.ndarray, y_true: np.ndarray, *, max_iter: int = 200) -> float:
+    """Temperature T > 0 minimising the NLL of softmax(logits / T) (Guo et al., 2017)."""
+    if len(y_true) == 0:
+        return 1.0
+    logits_t = torch.as_tensor(logits, dtype=torch.float64)
+    labels_t = torch.as_tensor(y_true, dtype=torch.long)
+    log_t = torch.zeros(1, dtype=torch.float64, requires_grad=True)
+    optimizer = torch.optim.LBFGS([log_t], lr=0.1, max_iter=max_iter, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad()
+        loss = torch.nn.functional.cross_entropy(logits_t / log_t.exp(), labels_t)
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    temperature = float(log_t.exp().item())
+    return float(np.clip(temperature, 0.05, 20.0))
+
+
+def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    scaled = logits / temperature
+    scaled = scaled - scaled.max(axis=1, keepdims=True)
+    exp = np.exp(scaled)
+    return exp / exp.sum(axis=1, keepdims=True)
+
+
+@dataclass(frozen=True, slots=True)
+class ThresholdChoice:
+    threshold: float
+    policy: str
+    sensitivity: float | None
+    specificity: float | None
+
+    @property
+    def source(self) -> str:
+        return f"{self.policy} on the calibration split"
+
+
+def choose_threshold(y_bin: np.ndarray, tumor_prob: np.ndarray, policy: str) -> ThresholdChoice:
+    """``youden`` or ``sensitivity:<target>``: the highest sweep threshold meeting the target.
+
+    The highest such threshold keeps specificity as high as possible while missing no more
+    tumors than the target allows. Falls back to Youden's J if no threshold meets it.
+    """
+    if policy.startswith("sensitivity:"):
+        target = float(policy.split(":", 1)[1])
+        meeting = [
+            float(t)
+            for t in SWEEP
+            if (binary_rates(y_bin, tumor_prob, float(t))["sensitivity"] or 0.0) >= target
+        ]
+        if meeting:
+            threshold = max(meeting)
+            rates = binary_rates(y_bin, tumor_prob, threshold)
+            return ThresholdChoice(threshold, policy, rates["sensitivity"], rates["specificity"])
+    elif policy != "youden":
+        raise ValueError(f"unknown threshold policy {policy!r}; use youden or sensitivity:<x>")
+    threshold, _ = youden_threshold(y_bin, tumor_prob)
+    threshold = 0.5 if threshold is None else threshold
+    rates = binary_rates(y_bin, tumor_prob, threshold)
+    return ThresholdChoice(threshold, "youden", rates["sensitivity"], rates["specificity"])

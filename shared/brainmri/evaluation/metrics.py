@@ -1,0 +1,222 @@
+"""Metrics for 4-class prediction and the derived tumor-vs-no-tumor decision.
+
+All functions take class indices in the *bundle's* class order plus an ``(N, K)`` probability
+matrix; ``tumor_prob = 1 - P(no_tumor)`` is computed by class name, never by position.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from itertools import pairwise
+from typing import Any
+
+import numpy as np
+from sklearn.metrics import (
+    accuracy_score,
+    average_precision_score,
+    confusion_matrix,
+    f1_score,
+    precision_recall_fscore_support,
+    roc_auc_score,
+)
+
+from brainmri.data.labels import NO_TUMOR
+
+SWEEP = np.linspace(0.0, 1.0, 101)  # the original's 101-point threshold sweep
+ECE_BINS = 15
+
+
+def tumor_probabilities(probs: np.ndarray, class_names: Sequence[str]) -> np.ndarray:
+    return 1.0 - probs[:, list(class_names).index(NO_TUMOR)]
+
+
+def binary_truth(y_true: np.ndarray, class_names: Sequence[str]) -> np.ndarray:
+    return (y_true != list(class_names).index(NO_TUMOR)).astype(int)
+
+
+def expected_calibration_error(
+    probs: np.ndarray, y_true: np.ndarray, bins: int = ECE_BINS
+) -> float:
+    """Top-label ECE: |accuracy - confidence| averaged over equal-width confidence bins."""
+    if len(y_true) == 0:
+        return 0.0
+    confidence = probs.max(axis=1)
+    correct = (probs.argmax(axis=1) == y_true).astype(float)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    ece = 0.0
+    for low, high in pairwise(edges):
+        mask = (confidence > low) & (confidence <= high)
+        if mask.any():
+            ece += mask.mean() * abs(correct[mask].mean() - confidence[mask].mean())
+    return float(ece)
+
+
+def reliability_bins(
+    probs: np.ndarray, y_true: np.ndarray, bins: int = ECE_BINS
+) -> list[dict[str, float]]:
+    confidence = probs.max(axis=1)
+    correct = (probs.argmax(axis=1) == y_true).astype(float)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    rows = []
+    for low, high in pairwise(edges):
+        mask = (confidence > low) & (confidence <= high)
+        rows.append(
+            {
+                "low": float(low),
+                "high": float(high),
+                "count": int(mask.sum()),
+                "accuracy": float(correct[mask].mean()) if mask.any() else float("nan"),
+                "confidence": float(confidence[mask].mean()) if mask.any() else float("nan"),
+            }
+        )
+    return rows
+
+
+def binary_rates(y_bin: np.ndarray, tumor_prob: np.ndarray, threshold: float) -> dict[str, Any]:
+    predicted = (tumor_prob >= threshold).astype(int)
+    cm = confusion_matrix(y_bin, predicted, labels=[0, 1])
+    tn, fp, fn, tp = (int(v) for v in cm.ravel())
+    return {
+        "acc_binary": float((tp + tn) / max(1, len(y_bin))),
+        "sensitivity": float(tp / (tp + fn)) if tp + fn else None,
+        "specificity": float(tn / (tn + fp)) if tn + fp else None,
+        "cm_binary": cm.tolist(),
+    }
+
+
+def threshold_sweep(y_bin: np.ndarray, tumor_prob: np.ndarray) -> list[dict[str, float]]:
+    rows = []
+    for threshold in SWEEP:
+        rates = binary_rates(y_bin, tumor_prob, float(threshold))
+        sens, spec = rates["sensitivity"], rates["specificity"]
+        rows.append(
+            {
+                "threshold": round(float(threshold), 4),
+                "sensitivity": sens if sens is not None else float("nan"),
+                "specificity": spec if spec is not None else float("nan"),
+                "acc_binary": rates["acc_binary"],
+                "youden_j": (sens + spec - 1.0)
+                if sens is not None and spec is not None
+                else float("nan"),
+            }
+        )
+    return rows
+
+
+def youden_threshold(
+    y_bin: np.ndarray, tumor_prob: np.ndarray
+) -> tuple[float | None, float | None]:
+    """Best threshold of the 101-point sweep by Youden's J (None when a class is absent)."""
+    if len(set(y_bin.tolist())) < 2:
+        return None, None
+    sweep = threshold_sweep(y_bin, tumor_prob)
+    best = max(sweep, key=lambda row: (row["youden_j"], -abs(row["threshold"] - 0.5)))
+    return float(best["threshold"]), float(best["youden_j"])
+
+
+def classification_report(
+    y_true: np.ndarray,
+    probs: np.ndarray,
+    class_names: Sequence[str],
+    *,
+    threshold: float,
+) -> dict[str, Any]:
+    """Every headline metric of an evaluation, JSON-ready."""
+    y_true = np.asarray(y_true, dtype=int)
+    class_names = list(class_names)
+    labels = list(range(len(class_names)))
+    predicted = probs.argmax(axis=1) if len(probs) else np.zeros(0, dtype=int)
+    tumor_prob = tumor_probabilities(probs, class_names)
+    y_bin = binary_truth(y_true, class_names)
+    precision, recall, f1, support = precision_recall_fscore_support(
+        y_true, predicted, labels=labels, zero_division=0
+    )
+    both = len(set(y_bin.tolist())) == 2
+    best_t, best_j = youden_threshold(y_bin, tumor_prob)
+    report: dict[str, Any] = {
+        "n": len(y_true),
+        "class_names": class_names,
+        "acc_multiclass": float(accuracy_score(y_true, predicted)) if len(y_true) else None,
+        "macro_f1": float(
+            f1_score(y_true, predicted, labels=labels, average="macro", zero_division=0)
+        )
+        if len(y_true)
+        else None,
+        "per_class": {
+            name: {
+                "precision": float(precision[i]),
+                "recall": float(recall[i]),
+                "f1": float(f1[i]),
+                "support": int(support[i]),
+            }
+            for i, name in enumerate(class_names)
+        },
+        "cm_multiclass": confusion_matrix(y_true, predicted, labels=labels).tolist(),
+        "threshold": float(threshold),
+        **binary_rates(y_bin, tumor_prob, threshold),
+        "roc_auc_binary": float(roc_auc_score(y_bin, tumor_prob)) if both else None,
+        "ap_binary": float(average_precision_score(y_bin, tumor_prob)) if both else None,
+        "best_threshold_by_YoudenJ": best_t,
+        "best_J": best_j,
+        "ece": expected_calibration_error(probs, y_true),
+        "roc_auc_per_class": per_class_auc(y_true, probs, class_names),
+    }
+    return report
+
+
+def per_class_auc(
+    y_true: np.ndarray, probs: np.ndarray, class_names: Sequence[str]
+) -> dict[str, float | None]:
+    result: dict[str, float | None] = {}
+    for index, name in enumerate(class_names):
+        positives = (y_true == index).astype(int)
+        result[name] = (
+            float(roc_auc_score(positives, probs[:, index]))
+            if 0 < positives.sum() < len(positives)
+            else None
+        )
+    return result
+
+
+def bootstrap_ci(
+    y_true: np.ndarray,
+    probs: np.ndarray,
+    class_names: Sequence[str],
+    *,
+    threshold: float,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> dict[str, tuple[float, float]]:
+    """95% percentile-bootstrap intervals for the headline metrics."""
+    rng = np.random.default_rng(seed)
+    labels = list(range(len(class_names)))
+    tumor_prob = tumor_probabilities(probs, class_names)
+    y_bin = binary_truth(y_true, class_names)
+    samples: dict[str, list[float]] = {
+        "acc_multiclass": [],
+        "macro_f1": [],
+        "roc_auc_binary": [],
+        "sensitivity": [],
+        "specificity": [],
+    }
+    n = len(y_true)
+    for _ in range(n_boot):
+        idx = rng.integers(0, n, size=n)
+        yt, pr, yb, tp = y_true[idx], probs[idx], y_bin[idx], tumor_prob[idx]
+        predicted = pr.argmax(axis=1)
+        samples["acc_multiclass"].append(float((predicted == yt).mean()))
+        samples["macro_f1"].append(
+            float(f1_score(yt, predicted, labels=labels, average="macro", zero_division=0))
+        )
+        if len(set(yb.tolist())) == 2:
+            samples["roc_auc_binary"].append(float(roc_auc_score(yb, tp)))
+        rates = binary_rates(yb, tp, threshold)
+        if rates["sensitivity"] is not None:
+            samples["sensitivity"].append(rates["sensitivity"])
+        if rates["specificity"] is not None:
+            samples["specificity"].append(rates["specificity"])
+    return {
+        key: (float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5)))
+        for key, values in samples.items()
+        if values
+    }

@@ -1,0 +1,1 @@
+"""Input decoding: raster images, DICOM objects and zipped DICOM series."""

@@ -1,0 +1,191 @@
+"""Raster image decoding: format detected by content, every mode normalised one way.
+
+The one documented normalisation (every path in the project goes through :func:`decode_image`):
+
+* The format is sniffed from the bytes; the file name is never consulted (the real data has
+  PNG files named ``.jpg``). Only PNG, JPEG, TIFF and BMP decoders are enabled.
+* EXIF orientation is applied; a multi-page TIFF contributes its first page (page count capped).
+* Output is a single-channel ``float32`` array in ``[0, 1]`` of shape ``(H, W)``:
+    - 8-bit grey (``L``, ``1``): value / 255.
+    - colour (``RGB``, ``CMYK``, ``YCbCr``, palette): ITU-R BT.601 luma of RGB / 255.
+    - alpha (``LA``, ``RGBA``, palette with transparency): composited on black first, because a
+      transparent background carries no signal.
+    - 16-bit, 32-bit integer and float images: linearly rescaled from the image's own
+      min..max to 0..1 (a constant image becomes all zeros). MRI exports rarely use the full
+      16-bit range, so dividing by 65535 would give a black image and clamping would give white.
+* The pixel count is checked from the header before any pixel is decoded.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+from enum import StrEnum
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from brainmri.errors import (
+    EmptyInputError,
+    InputTooLargeError,
+    UndecodableImageError,
+    UnsupportedFormatError,
+)
+from brainmri.imaging.limits import InputLimits
+
+# Pillow only warns between its own limit and twice that; a warning that nobody reads is no guard.
+warnings.simplefilter("error", Image.DecompressionBombWarning)
+
+_PIL_FORMATS = ("PNG", "JPEG", "TIFF", "BMP")
+_BT601 = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+MIN_IMAGE_SIDE = 16
+
+
+class InputFormat(StrEnum):
+    PNG = "png"
+    JPEG = "jpeg"
+    TIFF = "tiff"
+    BMP = "bmp"
+    DICOM = "dicom"
+    ZIP = "zip"
+    UNKNOWN = "unknown"
+
+    @property
+    def is_raster(self) -> bool:
+        return self in {InputFormat.PNG, InputFormat.JPEG, InputFormat.TIFF, InputFormat.BMP}
+
+
+def sniff_format(head: bytes) -> InputFormat:
+    """Identify an input from its first bytes (at least 132 are needed to see DICOM)."""
+    # DICOM first: the 128-byte preamble may legally hold a TIFF header (dual-personality
+    # files, e.g. pydicom's MR_small.dcm), and such a file must be read as DICOM.
+    if len(head) >= 132 and head[128:132] == b"DICM":
+        return InputFormat.DICOM
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return InputFormat.PNG
+    if head.startswith(b"\xff\xd8\xff"):
+        return InputFormat.JPEG
+    if head[:4] in (b"II*\x00", b"MM\x00*"):
+        return InputFormat.TIFF
+    if head.startswith(b"BM") and len(head) >= 26:
+        return InputFormat.BMP
+    if head[:4] in (b"PK\x03\x04", b"PK\x05\x06"):
+        return InputFormat.ZIP
+    return InputFormat.UNKNOWN
+
+
+@dataclass(frozen=True, slots=True)
+class DecodedImage:
+    """A decoded slice plus what we know about where it came from (no identifiers)."""
+
+    pixels: np.ndarray  # float32 (H, W) in [0, 1]
+    source_format: InputFormat
+    source_mode: str
+
+    @property
+    def height(self) -> int:
+        return int(self.pixels.shape[0])
+
+    @property
+    def width(self) -> int:
+        return int(self.pixels.shape[1])
+
+
+def decode_image(data: bytes, limits: InputLimits | None = None) -> DecodedImage:
+    """Decode PNG/JPEG/TIFF/BMP bytes into a normalised grey ``float32`` slice.
+
+    Raises:
+        EmptyInputError: no bytes.
+        UnsupportedFormatError: not one of the four raster formats.
+        InputTooLargeError: too many bytes, pixels or pages.
+        UndecodableImageError: recognised but corrupt or truncated.
+    """
+    limits = limits or InputLimits()
+    if not data:
+        raise EmptyInputError("the file is empty")
+    if len(data) > limits.max_bytes:
+        raise InputTooLargeError(
+            f"the file is {len(data)} bytes; the limit is {limits.max_bytes}", code="file_too_large"
+        )
+    fmt = sniff_format(data[:132])
+    if not fmt.is_raster:
+        raise UnsupportedFormatError(
+            f"not a PNG, JPEG, TIFF or BMP image (format detected from content: {fmt.value})"
+        )
+    try:
+        with Image.open(io.BytesIO(data), formats=_PIL_FORMATS) as image:
+            _check_geometry(image, limits)
+            image.load()
+            oriented = ImageOps.exif_transpose(image)
+            pixels = _to_grey_float(oriented)
+            mode = image.mode
+    except (InputTooLargeError, UndecodableImageError):
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise InputTooLargeError(
+            f"image exceeds the decompression-bomb guard: {exc}", code="too_many_pixels"
+        ) from exc
+    except ValueError as exc:
+        if "too large" in str(exc).lower():  # PNG text/iCCP chunk bombs
+            raise InputTooLargeError(
+                f"image metadata chunk is too large: {exc}", code="metadata_too_large"
+            ) from exc
+        raise UndecodableImageError(f"cannot decode {fmt.value} image: {exc}") from exc
+    except (UnidentifiedImageError, OSError, SyntaxError, EOFError) as exc:
+        message = str(exc)
+        code = "truncated_image" if "truncat" in message.lower() else "undecodable_image"
+        raise UndecodableImageError(
+            f"cannot decode {fmt.value} image: {message}", code=code
+        ) from exc
+    return DecodedImage(pixels=pixels, source_format=fmt, source_mode=mode)
+
+
+def _check_geometry(image: Image.Image, limits: InputLimits) -> None:
+    width, height = image.size
+    if width * height > limits.max_pixels:
+        raise InputTooLargeError(
+            f"image is {width}x{height} = {width * height} pixels; "
+            f"the limit is {limits.max_pixels}",
+            code="too_many_pixels",
+        )
+    if min(width, height) < MIN_IMAGE_SIDE:
+        raise UndecodableImageError(
+            f"image is {width}x{height}; both sides must be at least {MIN_IMAGE_SIDE} px",
+            code="image_too_small",
+        )
+    pages = getattr(image, "n_frames", 1)
+    if pages > limits.max_tiff_pages:
+        raise InputTooLargeError(
+            f"image has {pages} pages; the limit is {limits.max_tiff_pages}",
+            code="too_many_pages",
+        )
+
+
+def _to_grey_float(image: Image.Image) -> np.ndarray:
+    """Apply the module's documented mode normalisation."""
+    mode = image.mode
+    if mode in ("1", "L"):
+        return np.asarray(image.convert("L"), dtype=np.float32) / 255.0
+    if mode.startswith("I") or mode == "F":
+        return minmax_scale(np.asarray(image, dtype=np.float64))
+    has_alpha = mode in ("LA", "RGBA", "PA", "La", "RGBa") or (
+        mode == "P" and "transparency" in image.info
+    )
+    if has_alpha:
+        rgba = np.asarray(image.convert("RGBA"), dtype=np.float32) / 255.0
+        grey = rgba[..., :3] @ _BT601
+        return (grey * rgba[..., 3]).astype(np.float32)
+    rgb = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
+    return (rgb @ _BT601).astype(np.float32)
+
+
+def minmax_scale(values: np.ndarray) -> np.ndarray:
+    """Rescale to [0, 1] from the array's own range; constant arrays become zeros."""
+    values = values.astype(np.float64, copy=False)
+    low, high = float(values.min()), float(values.max())
+    if not np.isfinite(low) or not np.isfinite(high):
+        raise UndecodableImageError("image contains non-finite values", code="non_finite_pixels")
+    if high <= low:
+        return np.zeros(values.shape, dtype=np.float32)
+    return ((values - low) / (high - low)).astype(np.float32)

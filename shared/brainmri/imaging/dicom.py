@@ -1,0 +1,374 @@
+"""DICOM input: a single Part-10 file or a zipped series, turned into ordered grey slices.
+
+What this module does, in order:
+
+1. Reads headers only (no pixels) of every member; files that are not DICOM are skipped.
+   Untrusted input is never parsed with ``force=True``.
+2. Groups instances by SeriesInstanceUID and picks the series with the most slices (or the one
+   asked for). Mixed series are never stacked together.
+3. Expands multi-frame objects into one slice per frame and orders slices along the slice
+   normal (ImagePositionPatient projected on the ImageOrientationPatient normal), falling back
+   to InstanceNumber, then file order.
+4. Decodes pixels of the *selected* slices only (centre slice, or the middle K), applying the
+   modality LUT (RescaleSlope/Intercept), then VOI windowing when the object carries one,
+   otherwise a joint min..max over the selected slices; MONOCHROME1 is inverted last.
+
+Patient-identifying attributes are never read into the result, logged or returned: the only
+metadata that leaves this module is geometry and acquisition type (see :class:`SeriesInfo`).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import tempfile
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError as PydicomInvalidDicomError
+from pydicom.multival import MultiValue
+from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
+from brainmri.errors import (
+    DicomPixelDataError,
+    EmptyInputError,
+    InconsistentSeriesError,
+    InputTooLargeError,
+    InvalidDicomError,
+    NoDicomFoundError,
+    SeriesNotFoundError,
+)
+from brainmri.imaging.decode import _BT601, minmax_scale
+from brainmri.imaging.limits import InputLimits
+from brainmri.imaging.safezip import extract_zip
+
+log = logging.getLogger(__name__)
+
+SliceMode = Literal["center", "middle_k"]
+
+
+@dataclass(frozen=True, slots=True)
+class SliceSelection:
+    """Which slices of a series to score.
+
+    ``center`` reproduces the original service (index ``n // 2``); ``middle_k`` takes the ``k``
+    slices around the centre so that callers can aggregate their predictions.
+    """
+
+    mode: SliceMode = "center"
+    k: int = 5
+    series_uid: str | None = None
+
+    def indices(self, n: int) -> list[int]:
+        if n <= 0:
+            return []
+        if self.mode == "center":
+            return [n // 2]
+        k = max(1, min(self.k, n))
+        start = max(0, n // 2 - k // 2)
+        start = min(start, n - k)
+        return list(range(start, start + k))
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesInfo:
+    """Non-identifying facts about the series that was read."""
+
+    modality: str | None
+    rows: int
+    columns: int
+    n_slices: int
+    n_series_in_input: int
+    selected_indices: tuple[int, ...]
+    pixel_spacing_mm: tuple[float, float] | None
+    slice_thickness_mm: float | None
+    photometric: str
+    windowed: bool
+
+
+@dataclass(frozen=True, slots=True)
+class DicomSeries:
+    slices: list[np.ndarray]  # float32 (H, W) in [0, 1], in the order of ``info.selected_indices``
+    info: SeriesInfo
+
+
+@dataclass(slots=True)
+class _Instance:
+    """One frame of one file, with what is needed to order it. Holds no identifiers."""
+
+    source: Path | bytes
+    frame: int
+    n_frames: int
+    rows: int
+    columns: int
+    instance_number: int | None
+    position: float | None
+    order: int
+    meta: dict[str, object] = field(default_factory=dict)
+
+
+def read_dicom_bytes(
+    data: bytes, selection: SliceSelection | None = None, limits: InputLimits | None = None
+) -> DicomSeries:
+    """Read a single Part-10 DICOM object (possibly multi-frame)."""
+    limits = limits or InputLimits()
+    if not data:
+        raise EmptyInputError("the file is empty")
+    if len(data) > limits.max_bytes:
+        raise InputTooLargeError(
+            f"the file is {len(data)} bytes; the limit is {limits.max_bytes}", code="file_too_large"
+        )
+    header = _read_header(data)
+    if header is None:
+        raise InvalidDicomError("not a readable DICOM Part-10 file")
+    return _build_series({_series_uid(header): _instances_of(header, data, 0)}, selection)
+
+
+def read_dicom_zip(
+    data: bytes, selection: SliceSelection | None = None, limits: InputLimits | None = None
+) -> DicomSeries:
+    """Read the DICOM series inside a zip archive; extraction happens in a private temp dir."""
+    limits = limits or InputLimits()
+    if not data:
+        raise EmptyInputError("the file is empty")
+    with tempfile.TemporaryDirectory(prefix="brainmri-zip-") as tmp:
+        members = extract_zip(data, Path(tmp), limits)
+        groups: dict[str, list[_Instance]] = defaultdict(list)
+        for member in members:
+            header = _read_header(member.path)
+            if header is None:
+                continue
+            groups[_series_uid(header)].extend(_instances_of(header, member.path, member.index))
+        if not groups:
+            raise NoDicomFoundError(
+                f"the zip holds {len(members)} file(s) but none is a DICOM Part-10 object"
+            )
+        return _build_series(groups, selection)
+
+
+def _read_header(source: Path | bytes) -> Dataset | None:
+    """Header without pixel data, or None when the source is not DICOM at all."""
+    fp = io.BytesIO(source) if isinstance(source, bytes) else source
+    try:
+        return pydicom.dcmread(fp, stop_before_pixels=True, force=False)
+    except (PydicomInvalidDicomError, EOFError, ValueError, TypeError, KeyError, OSError):
+        return None
+
+
+def _series_uid(header: Dataset) -> str:
+    return str(header.get("SeriesInstanceUID", "") or "<no-series-uid>")
+
+
+def _instances_of(header: Dataset, source: Path | bytes, order: int) -> list[_Instance]:
+    rows, columns = int(header.get("Rows", 0) or 0), int(header.get("Columns", 0) or 0)
+    n_frames = int(header.get("NumberOfFrames", 1) or 1)
+    instance_number = _as_int(header.get("InstanceNumber"))
+    normal = _slice_normal(header)
+    base_position = _project(header.get("ImagePositionPatient"), normal)
+    frame_positions = _per_frame_positions(header, normal, n_frames)
+    return [
+        _Instance(
+            source=source,
+            frame=frame,
+            n_frames=n_frames,
+            rows=rows,
+            columns=columns,
+            instance_number=instance_number,
+            position=frame_positions[frame] if frame_positions else base_position,
+            order=order * 100_000 + frame,
+        )
+        for frame in range(n_frames)
+    ]
+
+
+def _slice_normal(header: Dataset) -> np.ndarray | None:
+    orientation = header.get("ImageOrientationPatient")
+    if orientation is None:
+        for group in header.get("SharedFunctionalGroupsSequence", []) or []:
+            for plane in group.get("PlaneOrientationSequence", []) or []:
+                orientation = plane.get("ImageOrientationPatient")
+    if orientation is None or len(orientation) != 6:
+        return None
+    values = np.asarray([float(v) for v in orientation], dtype=np.float64)
+    normal = np.cross(values[:3], values[3:])
+    norm = float(np.linalg.norm(normal))
+    return normal / norm if norm > 0 else None
+
+
+def _project(position: object, normal: np.ndarray | None) -> float | None:
+    if position is None or normal is None:
+        return None
+    try:
+        values = np.asarray([float(v) for v in position], dtype=np.float64)  # type: ignore[attr-defined]
+    except (TypeError, ValueError):
+        return None
+    return float(values @ normal) if values.shape == (3,) else None
+
+
+def _per_frame_positions(header: Dataset, normal: np.ndarray | None, n_frames: int) -> list[float]:
+    groups = header.get("PerFrameFunctionalGroupsSequence")
+    if not groups or len(groups) != n_frames:
+        return []
+    positions: list[float] = []
+    for group in groups:
+        planes = group.get("PlanePositionSequence") or []
+        value = _project(planes[0].get("ImagePositionPatient"), normal) if planes else None
+        if value is None:
+            return []
+        positions.append(value)
+    return positions
+
+
+def _as_int(value: object) -> int | None:
+    try:
+        return int(value)  # type: ignore[call-overload]
+    except (TypeError, ValueError):
+        return None
+
+
+def _build_series(
+    groups: dict[str, list[_Instance]], selection: SliceSelection | None
+) -> DicomSeries:
+    selection = selection or SliceSelection()
+    if selection.series_uid is not None:
+        if selection.series_uid not in groups:
+            raise SeriesNotFoundError("the requested SeriesInstanceUID is not in the input")
+        instances = groups[selection.series_uid]
+    else:
+        instances = max(groups.values(), key=len)
+    shapes = {(inst.rows, inst.columns) for inst in instances}
+    if len(shapes) != 1:
+        raise InconsistentSeriesError(
+            f"slices of the series have different shapes: {sorted(shapes)}"
+        )
+    rows, columns = shapes.pop()
+    if rows == 0 or columns == 0:
+        raise DicomPixelDataError("the DICOM object declares no image (Rows/Columns missing)")
+    ordered = _order(instances)
+    chosen = selection.indices(len(ordered))
+    slices, first = _decode_selected([ordered[i] for i in chosen])
+    log.debug("read DICOM series: %d slices, scoring indices %s", len(ordered), chosen)
+    return DicomSeries(
+        slices=slices,
+        info=SeriesInfo(
+            modality=_safe_str(first.get("Modality")),
+            rows=rows,
+            columns=columns,
+            n_slices=len(ordered),
+            n_series_in_input=len(groups),
+            selected_indices=tuple(chosen),
+            pixel_spacing_mm=_spacing(first),
+            slice_thickness_mm=_as_float(first.get("SliceThickness")),
+            photometric=str(first.get("PhotometricInterpretation", "MONOCHROME2")),
+            windowed=_has_voi(first),
+        ),
+    )
+
+
+def _order(instances: list[_Instance]) -> list[_Instance]:
+    if all(inst.position is not None for inst in instances):
+        return sorted(instances, key=lambda i: (i.position, i.instance_number or 0, i.order))
+    if all(inst.instance_number is not None for inst in instances):
+        return sorted(instances, key=lambda i: (i.instance_number, i.order))
+    return sorted(instances, key=lambda i: i.order)
+
+
+def _decode_selected(selected: list[_Instance]) -> tuple[list[np.ndarray], Dataset]:
+    """Decode, rescale and window the chosen frames; returns them and one full dataset."""
+    raw: list[np.ndarray] = []
+    datasets: list[Dataset] = []
+    cache: dict[int, tuple[Dataset, np.ndarray]] = {}
+    for inst in selected:
+        key = id(inst.source)
+        if key not in cache:
+            cache[key] = _load_pixels(inst.source)
+        ds, pixels = cache[key]
+        frame = pixels[inst.frame] if inst.n_frames > 1 else pixels
+        raw.append(frame)
+        datasets.append(ds)
+    first = datasets[0]
+    photometric = str(first.get("PhotometricInterpretation", "MONOCHROME2")).upper()
+    if int(first.get("SamplesPerPixel", 1) or 1) > 1:
+        grey = [minmax_scale(frame.astype(np.float64) @ _BT601.astype(np.float64)) for frame in raw]
+        return grey, first
+    rescaled = [
+        apply_modality_lut(frame, ds).astype(np.float64)
+        for frame, ds in zip(raw, datasets, strict=True)
+    ]
+    if _has_voi(first):
+        scaled = [_window(frame, ds) for frame, ds in zip(rescaled, datasets, strict=True)]
+    else:
+        stacked = minmax_scale(np.stack(rescaled))
+        scaled = list(stacked)
+    if photometric == "MONOCHROME1":
+        scaled = [1.0 - s for s in scaled]
+    return [np.ascontiguousarray(s, dtype=np.float32) for s in scaled], first
+
+
+def _load_pixels(source: Path | bytes) -> tuple[Dataset, np.ndarray]:
+    fp = io.BytesIO(source) if isinstance(source, bytes) else source
+    try:
+        ds = pydicom.dcmread(fp, force=False)
+    except (PydicomInvalidDicomError, EOFError, ValueError, OSError) as exc:
+        raise InvalidDicomError(f"cannot read DICOM object: {exc}") from exc
+    if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
+        raise DicomPixelDataError("the DICOM object has no pixel data")
+    try:
+        pixels = ds.pixel_array
+    except (ValueError, RuntimeError, AttributeError, NotImplementedError, TypeError) as exc:
+        raise DicomPixelDataError(f"cannot decode DICOM pixel data: {exc}") from exc
+    return ds, np.asarray(pixels)
+
+
+def _has_voi(ds: Dataset) -> bool:
+    return ("WindowCenter" in ds and "WindowWidth" in ds) or "VOILUTSequence" in ds
+
+
+def _window(values: np.ndarray, ds: Dataset) -> np.ndarray:
+    """Map modality values to [0, 1] with the object's first VOI window or VOI LUT."""
+    if "WindowCenter" in ds and "WindowWidth" in ds:
+        center = _first_float(ds.WindowCenter)
+        width = _first_float(ds.WindowWidth)
+        function = str(ds.get("VOILUTFunction", "LINEAR")).upper()
+        if center is not None and width is not None and width > 0:
+            if function == "SIGMOID":
+                return 1.0 / (1.0 + np.exp(-4.0 * (values - center) / width))
+            if function == "LINEAR_EXACT":
+                low, high = center - width / 2.0, center + width / 2.0
+            else:  # LINEAR, PS3.3 C.11.2.1.2.1
+                low = center - 0.5 - (width - 1.0) / 2.0
+                high = center - 0.5 + (width - 1.0) / 2.0
+            if high <= low:
+                return (values > center).astype(np.float64)
+            return np.clip((values - low) / (high - low), 0.0, 1.0)
+    return minmax_scale(np.asarray(apply_voi_lut(values, ds, index=0), dtype=np.float64))
+
+
+def _first_float(value: object) -> float | None:
+    if isinstance(value, (MultiValue, list, tuple)):
+        value = value[0] if len(value) else None
+    return _as_float(value)
+
+
+def _as_float(value: object) -> float | None:
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+
+
+def _spacing(ds: Dataset) -> tuple[float, float] | None:
+    spacing = ds.get("PixelSpacing")
+    if spacing is None or len(spacing) != 2:
+        return None
+    first, second = _as_float(spacing[0]), _as_float(spacing[1])
+    return (first, second) if first is not None and second is not None else None
+
+
+def _safe_str(value: object) -> str | None:
+    return str(value) if value not in (None, "") else None

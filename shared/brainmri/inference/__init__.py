@@ -1,0 +1,1 @@
+"""Batched inference with test-time augmentation over interchangeable backends."""

@@ -1,0 +1,1 @@
+"""Model factory (any timm CNN, never pretrained) and model bundles (safetensors + JSON)."""

@@ -1,0 +1,1 @@
+"""Training recipes, augmentation, batch mixing and the training loop."""

@@ -1,0 +1,93 @@
+"""Training-time augmentation on square-resized grey slices.
+
+Input: ``(1, C, C)`` float tensors in [0, 1] from :func:`brainmri.preprocess.square_resize`
+(the evaluation geometry at a slightly larger cache size). Output: ``(1, S, S)`` in [0, 1];
+the trainer then applies :func:`brainmri.preprocess.normalize`, the same intensity mapping
+used at inference. Random erasing runs after normalisation (erased pixels = the mean).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torchvision.transforms import v2
+
+
+@dataclass(frozen=True, slots=True)
+class AugmentConfig:
+    scale: tuple[float, float] = (0.85, 1.0)
+    ratio: tuple[float, float] = (0.9, 1.1)
+    hflip: float = 0.5
+    rotate_degrees: float = 10.0
+    brightness: float = 0.1
+    contrast: float = 0.1
+    gamma: tuple[float, float] = (1.0, 1.0)
+    blur_p: float = 0.0
+    erase_p: float = 0.0
+
+    def consistent_tta_views(self) -> list[str]:
+        """TTA views this augmentation trained the model to expect."""
+        views = ["identity"]
+        if self.hflip > 0:
+            views.append("hflip")
+        if self.rotate_degrees >= 10:
+            views += ["rot+10", "rot-10"]
+        return views
+
+
+LIGHT = AugmentConfig()
+STRONG = AugmentConfig(
+    scale=(0.6, 1.0),
+    ratio=(0.85, 1.15),
+    rotate_degrees=15.0,
+    brightness=0.25,
+    contrast=0.25,
+    gamma=(0.8, 1.25),
+    blur_p=0.2,
+    erase_p=0.25,
+)
+
+
+class RandomGamma(torch.nn.Module):
+    """Intensity gamma in [low, high] - MRI contrast varies between scanners and sequences."""
+
+    def __init__(self, low: float, high: float) -> None:
+        super().__init__()
+        self.low, self.high = low, high
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        gamma = self.low + (self.high - self.low) * float(torch.rand(()))
+        return image.clamp(0.0, 1.0).pow(gamma)
+
+
+def build_train_transform(
+    config: AugmentConfig, img_size: int
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Geometric + intensity augmentation ending at ``img_size`` (before normalisation)."""
+    steps: list[torch.nn.Module] = [
+        v2.RandomResizedCrop(img_size, scale=config.scale, ratio=config.ratio, antialias=True),
+    ]
+    if config.hflip > 0:
+        steps.append(v2.RandomHorizontalFlip(config.hflip))
+    if config.rotate_degrees > 0:
+        steps.append(
+            v2.RandomRotation(
+                config.rotate_degrees, interpolation=v2.InterpolationMode.BILINEAR, fill=0.0
+            )
+        )
+    if config.brightness or config.contrast:
+        steps.append(v2.ColorJitter(brightness=config.brightness, contrast=config.contrast))
+    if config.gamma != (1.0, 1.0):
+        steps.append(RandomGamma(*config.gamma))
+    if config.blur_p > 0:
+        steps.append(v2.RandomApply([v2.GaussianBlur(5, sigma=(0.1, 1.2))], p=config.blur_p))
+    steps.append(v2.Lambda(lambda image: image.clamp(0.0, 1.0)))
+    return v2.Compose(steps)
+
+
+def build_post_normalize(config: AugmentConfig) -> Callable[[torch.Tensor], torch.Tensor]:
+    if config.erase_p <= 0:
+        return lambda tensor: tensor
+    return v2.RandomErasing(p=config.erase_p, scale=(0.02, 0.15), value=0.0)

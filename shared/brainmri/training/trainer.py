@@ -1,0 +1,669 @@
+"""The training loop: from labelled samples to a calibrated model bundle.
+
+Per run, in ``out_dir``:
+
+* ``train_config.json`` - the resolved configuration, command and data fingerprint;
+* ``checkpoints/last.pt`` (resume state; tensors and plain values only, loaded with
+  ``weights_only=True``) and ``checkpoints/best.safetensors`` (best epoch by val macro-F1);
+* ``history.csv`` / ``history.json`` / ``training_curves.png``;
+* ``calibration.json`` - temperature, ECE before/after, the chosen threshold;
+* ``model/`` - the bundle of the best epoch, calibrated. It is written once, atomically, into a
+  new folder, so a run never overwrites a model that is in use.
+
+The validation set is split by duplicate group into a *selection* half (checkpoint choice,
+early stopping) and a *calibration* half (temperature and threshold), so the operating point
+is never tuned on the data that picked the checkpoint.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import platform
+import random
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from brainmri.data.builder import dataset_fingerprint, stratified_group_split
+from brainmri.data.labels import CLASS_NAMES
+from brainmri.data.manifest import Sample
+from brainmri.devices import apply_device_tips, autocast_dtype, loader_workers, resolve_device
+from brainmri.errors import BrainMRIError, DatasetError
+from brainmri.evaluation.calibration import choose_threshold, fit_temperature, softmax
+from brainmri.evaluation.metrics import (
+    binary_truth,
+    classification_report,
+    expected_calibration_error,
+    tumor_probabilities,
+)
+from brainmri.models.bundle import BundleMetadata, ModelBundle, default_bundle_dir
+from brainmri.models.factory import create_model
+from brainmri.preprocess import PreprocessConfig
+from brainmri.training.augment import build_post_normalize, build_train_transform
+from brainmri.training.data import EvalDataset, SliceCache, TrainDataset, build_cache
+from brainmri.training.mixing import BatchMixer, soft_cross_entropy
+from brainmri.training.recipes import TrainConfig
+
+log = logging.getLogger(__name__)
+
+BUNDLE_DIRNAME = "model"
+
+
+class TrainingCancelled(BrainMRIError):
+    """Raised between batches when the caller's ``should_stop`` says so."""
+
+    code = "training_cancelled"
+
+
+@dataclass(frozen=True, slots=True)
+class EpochReport:
+    epoch: int
+    epochs: int
+    train_loss: float
+    val_loss: float
+    val_acc: float
+    val_macro_f1: float
+    val_auc: float | None
+    lr: float
+    seconds: float
+    is_best: bool
+
+    def as_dict(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.__slots__}
+
+
+@dataclass
+class TrainHooks:
+    on_epoch: Callable[[EpochReport], None] | None = None
+    should_stop: Callable[[], bool] | None = None
+    on_batch: Callable[[int, int], None] | None = None  # (step in epoch, steps per epoch)
+
+
+@dataclass
+class TrainResult:
+    bundle_dir: Path
+    best_epoch: int
+    best_macro_f1: float
+    epochs_run: int
+    history: list[dict[str, Any]]
+    calibration: dict[str, Any]
+    mix_counts: dict[str, int]
+    seconds: float
+    failures: list[str] = field(default_factory=list)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def split_validation(
+    samples: Sequence[Sample], calib_frac: float, seed: int
+) -> tuple[list[Sample], list[Sample]]:
+    """Group-aware, class-stratified split of validation into selection and calibration parts."""
+    if calib_frac <= 0:
+        return list(samples), list(samples)
+    group_ids = {g: i for i, g in enumerate(sorted({s.group_id or str(s.path) for s in samples}))}
+    splits = stratified_group_split(
+        [s.class_name for s in samples],
+        [group_ids[s.group_id or str(s.path)] for s in samples],
+        val_frac=0.0,
+        test_frac=calib_frac,
+        seed=seed,
+    )
+    selection = [s for s, split in zip(samples, splits, strict=True) if split == "train"]
+    calibration = [s for s, split in zip(samples, splits, strict=True) if split == "test"]
+    if not selection or not calibration:
+        return list(samples), list(samples)
+    return selection, calibration
+
+
+def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        (no_decay if param.ndim <= 1 or name.endswith(".bias") else decay).append(param)
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+
+
+def _lr_lambda(total_steps: int, warmup_steps: int, min_ratio: float) -> Callable[[int], float]:
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / max(1, warmup_steps)
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
+
+
+def _class_weights(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    counts = torch.bincount(labels, minlength=num_classes).float().clamp(min=1.0)
+    weights = counts.sum() / (num_classes * counts)
+    return weights / weights.mean()
+
+
+@torch.no_grad()
+def predict_logits(
+    model: nn.Module,
+    dataset: EvalDataset,
+    device: torch.device,
+    batch_size: int,
+    amp: torch.dtype | None,
+    channels_last: bool,
+) -> np.ndarray:
+    model.eval()
+    outputs = []
+    for start in range(0, len(dataset), batch_size):
+        batch = torch.stack(
+            [dataset[i][0] for i in range(start, min(start + batch_size, len(dataset)))]
+        )
+        batch = batch.to(device)
+        if channels_last:
+            batch = batch.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+            outputs.append(model(batch).float().cpu())
+    return torch.cat(outputs).numpy() if outputs else np.zeros((0, 0))
+
+
+class Trainer:
+    """One training run. Construct, then call :meth:`run`."""
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        train_samples: Sequence[Sample],
+        val_samples: Sequence[Sample],
+        out_dir: Path,
+        *,
+        calib_samples: Sequence[Sample] | None = None,
+        class_names: Sequence[str] = CLASS_NAMES,
+        hooks: TrainHooks | None = None,
+        progress: bool = True,
+        command: str | None = None,
+        protected_dirs: Sequence[Path] = (),
+        name: str = "brainmri",
+    ) -> None:
+        self.config = config
+        self.class_names = list(class_names)
+        self.out_dir = Path(out_dir)
+        self.hooks = hooks or TrainHooks()
+        self.progress = progress
+        self.command = command if command is not None else " ".join(sys.argv)
+        self.name = name
+        self.bundle_dir = self.out_dir / BUNDLE_DIRNAME
+        self._refuse_protected([default_bundle_dir(), *protected_dirs])
+        if not train_samples or not val_samples:
+            raise DatasetError("training needs non-empty train and validation sets")
+        unknown = {s.class_name for s in [*train_samples, *val_samples]} - set(self.class_names)
+        if unknown:
+            raise DatasetError(
+                f"samples have classes outside {self.class_names}: {sorted(unknown)}"
+            )
+        self.train_samples = list(train_samples)
+        if calib_samples:
+            self.select_samples, self.calib_samples = list(val_samples), list(calib_samples)
+        else:
+            self.select_samples, self.calib_samples = split_validation(
+                val_samples, config.calib_frac, config.seed
+            )
+        self.preprocess = PreprocessConfig(
+            img_size=config.img_size, resize=config.resize, in_chans=config.in_chans
+        )
+
+    def _refuse_protected(self, protected: Sequence[Path]) -> None:
+        target = self.bundle_dir.resolve()
+        for folder in protected:
+            folder = Path(folder).resolve()
+            if target == folder or folder in target.parents or target in folder.parents:
+                raise BrainMRIError(
+                    f"refusing to write a bundle at {target}: it would overwrite the model in use "
+                    f"({folder})",
+                    code="protected_model_dir",
+                )
+
+    # ------------------------------------------------------------------------------------
+    def run(self, *, resume: Path | None = None) -> TrainResult:
+        config = self.config
+        if self.bundle_dir.exists():
+            raise BrainMRIError(
+                f"{self.bundle_dir} exists: this run already finished; choose a new --out_dir",
+                code="run_finished",
+            )
+        started = time.perf_counter()
+        seed_everything(config.seed)
+        device = resolve_device(config.device)
+        apply_device_tips(device)
+        amp = autocast_dtype(device, config.precision)
+        checkpoints = self.out_dir / "checkpoints"
+        checkpoints.mkdir(parents=True, exist_ok=True)
+
+        train_cache, select_cache, calib_cache = self._build_caches()
+        fingerprint = dataset_fingerprint(
+            (sha, self.class_names[int(label)])
+            for cache in (train_cache, select_cache, calib_cache)
+            for sha, label in zip(cache.sha256, cache.labels, strict=True)
+        )
+        self._write_config(fingerprint, device, amp)
+
+        model = create_model(
+            config.arch,
+            num_classes=len(self.class_names),
+            in_chans=config.in_chans,
+            drop_rate=config.drop_rate or None,
+        ).to(device)
+        if config.channels_last and device.type != "mps":
+            model = model.to(memory_format=torch.channels_last)
+        optimizer = torch.optim.AdamW(_param_groups(model, config.weight_decay), lr=config.lr)
+        loader = self._train_loader(train_cache, device)
+        steps_per_epoch = max(1, len(loader))
+        total_steps = steps_per_epoch * config.epochs
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer,
+            _lr_lambda(
+                total_steps, int(config.warmup_epochs * steps_per_epoch), config.min_lr_ratio
+            ),
+        )
+        scaler = torch.amp.GradScaler(device.type, enabled=amp is torch.float16)
+        weights = (
+            _class_weights(train_cache.labels, len(self.class_names)).to(device)
+            if config.class_weighted
+            else None
+        )
+        mixer = BatchMixer(
+            len(self.class_names),
+            label_smoothing=config.label_smoothing,
+            prob=config.mix_prob if config.use_mixup else 0.0,
+            mixup_alpha=config.mixup_alpha,
+            cutmix_alpha=config.cutmix_alpha,
+        )
+        select_set = EvalDataset(select_cache, self.preprocess)
+
+        state = {
+            "epoch": 0,
+            "best_f1": -1.0,
+            "best_loss": math.inf,
+            "best_epoch": 0,
+            "stale": 0,
+            "history": [],
+        }
+        if resume is not None:
+            state = self._load_checkpoint(resume, model, optimizer, scheduler, mixer)
+            log.info("resumed from %s at epoch %d", resume, state["epoch"])
+
+        for epoch in range(state["epoch"] + 1, config.epochs + 1):
+            epoch_started = time.perf_counter()
+            train_loss = self._train_epoch(
+                model, loader, optimizer, scheduler, scaler, mixer, weights, device, amp, epoch
+            )
+            logits = predict_logits(
+                model,
+                select_set,
+                device,
+                config.eval_batch_size,
+                amp,
+                config.channels_last and device.type != "mps",
+            )
+            probs = softmax(logits)
+            y_true = select_cache.labels.numpy()
+            report = classification_report(y_true, probs, self.class_names, threshold=0.5)
+            val_loss = float(
+                nn.functional.cross_entropy(torch.from_numpy(logits), select_cache.labels).item()
+            )
+            improved = report["macro_f1"] > state["best_f1"] + 1e-9 or (
+                abs(report["macro_f1"] - state["best_f1"]) <= 1e-9 and val_loss < state["best_loss"]
+            )
+            if improved:
+                state.update(
+                    best_f1=report["macro_f1"], best_loss=val_loss, best_epoch=epoch, stale=0
+                )
+                save_file(
+                    {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
+                    str(checkpoints / "best.safetensors"),
+                )
+            else:
+                state["stale"] += 1
+            epoch_report = EpochReport(
+                epoch=epoch,
+                epochs=config.epochs,
+                train_loss=train_loss,
+                val_loss=val_loss,
+                val_acc=report["acc_multiclass"],
+                val_macro_f1=report["macro_f1"],
+                val_auc=report["roc_auc_binary"],
+                lr=float(scheduler.get_last_lr()[0]),
+                seconds=time.perf_counter() - epoch_started,
+                is_best=improved,
+            )
+            state["history"].append(epoch_report.as_dict())
+            state["epoch"] = epoch
+            self._save_checkpoint(
+                checkpoints / "last.pt", model, optimizer, scheduler, mixer, state
+            )
+            self._log_epoch(epoch_report)
+            if self.hooks.on_epoch:
+                self.hooks.on_epoch(epoch_report)
+            if config.early_stop_patience and state["stale"] >= config.early_stop_patience:
+                log.info("early stopping: no macro-F1 gain for %d epochs", state["stale"])
+                break
+
+        model.load_state_dict(load_file(str(checkpoints / "best.safetensors")))
+        calibration = self._calibrate(model, calib_cache, device, amp)
+        bundle = self._make_bundle(
+            model,
+            state,
+            calibration,
+            fingerprint,
+            train_cache,
+            seconds=time.perf_counter() - started,
+            device=device,
+        )
+        bundle.save(self.bundle_dir)
+        self._write_outputs(state["history"], calibration)
+        return TrainResult(
+            bundle_dir=self.bundle_dir,
+            best_epoch=state["best_epoch"],
+            best_macro_f1=state["best_f1"],
+            epochs_run=state["epoch"],
+            history=state["history"],
+            calibration=calibration,
+            mix_counts=dict(mixer.counts),
+            seconds=time.perf_counter() - started,
+            failures=train_cache.failures + select_cache.failures + calib_cache.failures,
+        )
+
+    # ------------------------------------------------------------------------------------
+    def _build_caches(self) -> tuple[SliceCache, SliceCache, SliceCache]:
+        config = self.config
+        common = {
+            "preprocess": self.preprocess,
+            "workers": config.decode_workers,
+            "progress": self.progress,
+            "class_names": self.class_names,
+        }
+        train = build_cache(
+            self.train_samples,
+            size=round(config.img_size * config.cache_scale),
+            as_uint8=True,
+            desc="decode train",
+            **common,
+        )
+        select = build_cache(
+            self.select_samples, size=config.img_size, as_uint8=False, desc="decode val", **common
+        )
+        if self.calib_samples == self.select_samples:
+            calib = select
+        else:
+            calib = build_cache(
+                self.calib_samples,
+                size=config.img_size,
+                as_uint8=False,
+                desc="decode calib",
+                **common,
+            )
+        if len(train) == 0 or len(select) == 0:
+            raise DatasetError("no readable images in the train or validation split")
+        return train, select, calib
+
+    def _train_loader(self, cache: SliceCache, device: torch.device) -> DataLoader:
+        augment = self.config.augment_config
+        dataset = TrainDataset(
+            cache,
+            self.preprocess,
+            build_train_transform(augment, self.config.img_size),
+            build_post_normalize(augment),
+        )
+        # Kept on the trainer so that a resumed run continues the same shuffling sequence.
+        self._loader_generator = torch.Generator().manual_seed(self.config.seed)
+        workers = loader_workers(device, self.config.num_workers)
+        return DataLoader(
+            dataset,
+            batch_size=self.config.batch_size,
+            shuffle=True,
+            drop_last=False,
+            num_workers=workers,
+            generator=self._loader_generator,
+            persistent_workers=workers > 0,
+        )
+
+    def _train_epoch(
+        self,
+        model: nn.Module,
+        loader: DataLoader,
+        optimizer: torch.optim.Optimizer,
+        scheduler: torch.optim.lr_scheduler.LRScheduler,
+        scaler: torch.amp.GradScaler,
+        mixer: BatchMixer,
+        weights: torch.Tensor | None,
+        device: torch.device,
+        amp: torch.dtype | None,
+        epoch: int,
+    ) -> float:
+        model.train()
+        total, count = 0.0, 0
+        channels_last = self.config.channels_last and device.type != "mps"
+        bar = tqdm(
+            loader,
+            desc=f"epoch {epoch}/{self.config.epochs}",
+            unit="batch",
+            disable=not self.progress,
+            leave=False,
+        )
+        for step, (images, labels) in enumerate(bar):
+            if self.hooks.should_stop and self.hooks.should_stop():
+                raise TrainingCancelled(f"training cancelled during epoch {epoch}")
+            images, targets = mixer(images, labels)
+            images, targets = images.to(device), targets.to(device)
+            if channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+                logits = model(images)
+            loss = soft_cross_entropy(logits, targets, weights)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            if self.config.grad_clip:
+                scaler.unscale_(optimizer)
+                nn.utils.clip_grad_norm_(model.parameters(), self.config.grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            total += float(loss.item()) * images.shape[0]
+            count += images.shape[0]
+            bar.set_postfix(loss=f"{total / count:.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
+            if self.hooks.on_batch:
+                self.hooks.on_batch(step + 1, len(loader))
+        bar.close()
+        return total / max(1, count)
+
+    def _calibrate(
+        self, model: nn.Module, cache: SliceCache, device: torch.device, amp: torch.dtype | None
+    ) -> dict[str, Any]:
+        dataset = EvalDataset(cache, self.preprocess)
+        logits = predict_logits(
+            model,
+            dataset,
+            device,
+            self.config.eval_batch_size,
+            amp,
+            self.config.channels_last and device.type != "mps",
+        )
+        y_true = cache.labels.numpy()
+        temperature = fit_temperature(logits, y_true)
+        raw, calibrated = softmax(logits), softmax(logits, temperature)
+        choice = choose_threshold(
+            binary_truth(y_true, self.class_names),
+            tumor_probabilities(calibrated, self.class_names),
+            self.config.threshold_policy,
+        )
+        report = classification_report(
+            y_true, calibrated, self.class_names, threshold=choice.threshold
+        )
+        return {
+            "n": len(y_true),
+            "temperature": temperature,
+            "ece_before": expected_calibration_error(raw, y_true),
+            "ece_after": expected_calibration_error(calibrated, y_true),
+            "threshold": choice.threshold,
+            "threshold_policy": choice.policy,
+            "threshold_source": choice.source,
+            "sensitivity_at_threshold": choice.sensitivity,
+            "specificity_at_threshold": choice.specificity,
+            "macro_f1": report["macro_f1"],
+            "roc_auc_binary": report["roc_auc_binary"],
+        }
+
+    def _make_bundle(
+        self,
+        model: nn.Module,
+        state: dict[str, Any],
+        calibration: dict[str, Any],
+        fingerprint: str,
+        train_cache: SliceCache,
+        *,
+        seconds: float,
+        device: torch.device,
+    ) -> ModelBundle:
+        config = self.config
+        best = next(row for row in state["history"] if row["epoch"] == state["best_epoch"])
+        counts = torch.bincount(train_cache.labels, minlength=len(self.class_names)).tolist()
+        metadata = BundleMetadata(
+            name=self.name,
+            arch=config.arch,
+            class_names=self.class_names,
+            preprocess=self.preprocess,
+            temperature=calibration["temperature"],
+            default_threshold=calibration["threshold"],
+            threshold_source=calibration["threshold_source"],
+            tta_views=config.augment_config.consistent_tta_views(),
+            data_fingerprint=fingerprint,
+            train_counts=dict(zip(self.class_names, counts, strict=True)),
+            metrics={
+                "best_epoch": state["best_epoch"],
+                "val_selection": {
+                    "n": len(self.select_samples),
+                    "macro_f1": best["val_macro_f1"],
+                    "acc": best["val_acc"],
+                    "roc_auc_binary": best["val_auc"],
+                    "loss": best["val_loss"],
+                },
+                "calibration": calibration,
+                "best_val_acc": best["val_acc"],
+            },
+            provenance={
+                "recipe": config.recipe,
+                "config": config.as_dict(),
+                "command": self.command,
+                "epochs_run": state["epoch"],
+                "training_seconds": round(seconds, 1),
+                "device": str(device),
+                "hardware": f"{platform.machine()} {platform.processor() or ''}".strip(),
+                "cpu_count": torch.get_num_threads(),
+                "torch": torch.__version__,
+            },
+        )
+        return ModelBundle.from_model(model.float().cpu(), metadata)
+
+    # ------------------------------------------------------------------------------------
+    def _write_config(
+        self, fingerprint: str, device: torch.device, amp: torch.dtype | None
+    ) -> None:
+        payload = {
+            "config": self.config.as_dict(),
+            "command": self.command,
+            "data_fingerprint": fingerprint,
+            "device": str(device),
+            "autocast": str(amp) if amp else "fp32",
+            "n_train": len(self.train_samples),
+            "n_val_selection": len(self.select_samples),
+            "n_val_calibration": len(self.calib_samples),
+            "class_names": self.class_names,
+        }
+        (self.out_dir / "train_config.json").write_text(json.dumps(payload, indent=2) + "\n")
+
+    def _save_checkpoint(
+        self,
+        path: Path,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        scheduler: Any,
+        mixer: BatchMixer,
+        state: dict[str, Any],
+    ) -> None:
+        payload = {
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "state": state,
+            "mix_counts": dict(mixer.counts),
+            "torch_rng": torch.get_rng_state(),
+            "loader_rng": self._loader_generator.get_state(),
+            "config": self.config.as_dict(),
+        }
+        staging = path.with_suffix(".tmp")
+        torch.save(payload, staging)
+        staging.replace(path)
+
+    def _load_checkpoint(
+        self,
+        path: Path,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        scheduler: Any,
+        mixer: BatchMixer,
+    ) -> dict[str, Any]:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+        saved = TrainConfig.from_dict(payload["config"])
+        for key in ("arch", "img_size", "in_chans", "resize"):
+            if getattr(saved, key) != getattr(self.config, key):
+                raise BrainMRIError(
+                    f"cannot resume: checkpoint has {key}={getattr(saved, key)!r}",
+                    code="resume_mismatch",
+                )
+        model.load_state_dict(payload["model"])
+        optimizer.load_state_dict(payload["optimizer"])
+        scheduler.load_state_dict(payload["scheduler"])
+        mixer.counts.update(payload["mix_counts"])
+        torch.set_rng_state(payload["torch_rng"])
+        self._loader_generator.set_state(payload["loader_rng"])
+        return payload["state"]
+
+    def _log_epoch(self, report: EpochReport) -> None:
+        auc = f"{report.val_auc:.4f}" if report.val_auc is not None else "n/a"
+        message = (
+            f"epoch {report.epoch}/{report.epochs} loss {report.train_loss:.4f} "
+            f"val_loss {report.val_loss:.4f} val_acc {report.val_acc:.4f} "
+            f"val_macro_f1 {report.val_macro_f1:.4f} val_auc {auc} "
+            f"({report.seconds:.0f}s){' *best*' if report.is_best else ''}"
+        )
+        if self.progress:
+            tqdm.write(message)
+        log.info(message)
+
+    def _write_outputs(self, history: list[dict[str, Any]], calibration: dict[str, Any]) -> None:
+        from brainmri.evaluation.plots import plot_training_curves
+
+        (self.out_dir / "history.json").write_text(json.dumps(history, indent=2) + "\n")
+        if history:
+            with (self.out_dir / "history.csv").open("w", newline="") as handle:
+                writer = csv.DictWriter(handle, fieldnames=list(history[0]))
+                writer.writeheader()
+                writer.writerows(history)
+            plot_training_curves(history, self.out_dir / "training_curves.png")
+        (self.out_dir / "calibration.json").write_text(json.dumps(calibration, indent=2) + "\n")

@@ -1,0 +1,196 @@
+"""DICOM input: series grouping and ordering, pixel pipeline, slice choice, PHI, errors."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import numpy as np
+import pytest
+from brainmri.errors import (
+    DicomPixelDataError,
+    InconsistentSeriesError,
+    NoDicomFoundError,
+    SeriesNotFoundError,
+)
+from brainmri.imaging.dicom import SliceSelection
+from brainmri.imaging.inputs import decode_input
+from brainmri.phantom import generate_phantom
+from brainmri.phantom_dicom import (
+    FakePatient,
+    dataset_bytes,
+    multiframe_dataset,
+    phantom_series,
+    zip_series,
+)
+from pydicom.uid import generate_uid
+
+from tests.helpers import pydicom_file, zip_bytes
+
+
+def _expected_centre(class_name: str, seed: int, size: int = 64) -> np.ndarray:
+    grey = generate_phantom(class_name, seed=seed, size=size).astype(np.float64) / 255.0
+    return np.round(grey * 4000.0)
+
+
+def test_zipped_series_is_sorted_and_centre_slice_chosen() -> None:
+    series = phantom_series("glioma", n_slices=9, seed=5)
+    assert [int(ds.InstanceNumber) for ds in series] != list(range(1, 10))  # scrambled
+    decoded = decode_input(zip_series(series))
+    assert decoded.kind == "dicom_zip"
+    assert decoded.details["n_slices"] == 9
+    assert decoded.details["selected_indices"] == (4,)
+    expected = _expected_centre("glioma", 5)
+    rescaled = expected - expected.min()
+    np.testing.assert_allclose(decoded.slices[0], rescaled / rescaled.max(), atol=1e-5)
+
+
+def test_ordering_uses_position_not_instance_number() -> None:
+    series = phantom_series("meningioma", n_slices=7, seed=2)
+    for ds in series:  # instance numbers now run against the positions
+        ds.InstanceNumber = 100 - int(ds.InstanceNumber)
+    decoded = decode_input(zip_series(series))
+    expected = _expected_centre("meningioma", 2)
+    assert np.corrcoef(decoded.slices[0].ravel(), expected.ravel())[0, 1] > 0.999
+
+
+def test_middle_k_selection() -> None:
+    decoded = decode_input(
+        zip_series(phantom_series("pituitary", n_slices=9, seed=1)),
+        dicom_selection=SliceSelection("middle_k", k=3),
+    )
+    assert decoded.details["selected_indices"] == (3, 4, 5)
+    assert len(decoded.slices) == 3
+    assert SliceSelection("middle_k", k=4).indices(9) == [2, 3, 4, 5]
+    assert SliceSelection("middle_k", k=20).indices(5) == [0, 1, 2, 3, 4]
+    assert SliceSelection("center").indices(10) == [5]
+
+
+def test_rescale_slope_and_intercept_are_applied() -> None:
+    plain = decode_input(
+        zip_series(phantom_series("glioma", n_slices=3, seed=4, window=(2000, 4000)))
+    )
+    scaled = decode_input(
+        zip_series(
+            phantom_series(
+                "glioma", n_slices=3, seed=4, slope=2.0, intercept=-100.0, window=(2000, 4000)
+            )
+        )
+    )
+    # Same modality values stored differently: identical after the modality LUT + window.
+    np.testing.assert_allclose(plain.slices[0], scaled.slices[0], atol=2e-3)
+
+
+def test_voi_window_maps_window_to_unit_range() -> None:
+    decoded = decode_input(
+        zip_series(phantom_series("glioma", n_slices=3, seed=4, window=(1000, 400)))
+    )
+    values = decoded.slices[0]
+    assert decoded.details["windowed"] is True
+    assert values.min() == 0.0
+    assert values.max() == 1.0
+    assert (values == 1.0).mean() > 0.3  # everything above 1200 saturates
+
+
+def test_monochrome1_is_inverted() -> None:
+    mono2 = decode_input(zip_series(phantom_series("glioma", n_slices=3, seed=9)))
+    mono1 = decode_input(
+        zip_series(phantom_series("glioma", n_slices=3, seed=9, photometric="MONOCHROME1"))
+    )
+    assert mono1.details["photometric"] == "MONOCHROME1"
+    np.testing.assert_allclose(mono1.slices[0], mono2.slices[0], atol=2e-3)
+
+
+def test_multiframe_frames_are_ordered_by_per_frame_position() -> None:
+    decoded = decode_input(dataset_bytes(multiframe_dataset("pituitary", n_frames=5, seed=3)))
+    assert decoded.kind == "dicom"
+    assert decoded.details["n_slices"] == 5
+    expected = generate_phantom("pituitary", seed=3 + 2, size=64)  # frame at position index 2
+    assert np.corrcoef(decoded.slices[0].ravel(), expected.ravel())[0, 1] > 0.999
+
+
+def test_two_series_largest_is_chosen_unless_one_is_asked_for() -> None:
+    small_uid = generate_uid()
+    big = phantom_series("glioma", n_slices=5, seed=1)
+    small = phantom_series("pituitary", n_slices=3, seed=2, series_uid=small_uid)
+    data = zip_series(big + small)
+    decoded = decode_input(data)
+    assert decoded.details["n_slices"] == 5
+    assert decoded.details["n_series_in_input"] == 2
+    chosen = decode_input(data, dicom_selection=SliceSelection(series_uid=small_uid))
+    assert chosen.details["n_slices"] == 3
+    with pytest.raises(SeriesNotFoundError):
+        decode_input(data, dicom_selection=SliceSelection(series_uid="1.2.3.4"))
+
+
+def test_mixed_shape_series_is_refused() -> None:
+    series = phantom_series("glioma", n_slices=3, seed=1, sizes=[64, 64, 48])
+    with pytest.raises(InconsistentSeriesError) as info:
+        decode_input(zip_series(series))
+    assert info.value.code == "inconsistent_series"
+
+
+def test_zip_without_dicom() -> None:
+    with pytest.raises(NoDicomFoundError) as info:
+        decode_input(zip_bytes({"readme.txt": b"hello", "notes/a.csv": b"1,2"}))
+    assert info.value.code == "no_dicom_in_archive"
+
+
+def test_dicom_without_pixel_data() -> None:
+    ds = phantom_series("glioma", n_slices=1)[0]
+    del ds.PixelData
+    with pytest.raises(DicomPixelDataError) as info:
+        decode_input(dataset_bytes(ds))
+    assert info.value.code == "dicom_no_pixel_data"
+
+
+def test_non_image_dicom_has_no_pixels() -> None:
+    with pytest.raises(DicomPixelDataError):
+        decode_input(pydicom_file("rtplan.dcm"))
+
+
+def test_truncated_dicom_pixel_data() -> None:
+    with pytest.raises(DicomPixelDataError):
+        decode_input(pydicom_file("MR_truncated.dcm"))
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "MR_small.dcm",
+        "MR_small_RLE.dcm",
+        "MR_small_bigendian.dcm",
+        "MR_small_implicit.dcm",
+        "CT_small.dcm",
+    ],
+)
+def test_pydicom_bundled_files(name: str) -> None:
+    decoded = decode_input(pydicom_file(name))
+    pixels = decoded.slices[0]
+    assert pixels.shape == (decoded.details["rows"], decoded.details["columns"])
+    assert 0.0 <= pixels.min() < pixels.max() <= 1.0
+
+
+def test_pydicom_mr_small_variants_agree() -> None:
+    reference = decode_input(pydicom_file("MR_small.dcm")).slices[0]
+    for name in ("MR_small_RLE.dcm", "MR_small_bigendian.dcm", "MR_small_implicit.dcm"):
+        np.testing.assert_allclose(decode_input(pydicom_file(name)).slices[0], reference, atol=1e-6)
+
+
+def test_patient_identifiers_never_appear_in_results_or_logs(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    patient = FakePatient()
+    caplog.set_level(logging.DEBUG)
+    decoded = decode_input(zip_series(phantom_series("glioma", n_slices=3, patient=patient)))
+    rendered = json.dumps(decoded.details, default=str) + caplog.text
+    for value in (
+        patient.name,
+        "Doe",
+        patient.patient_id,
+        patient.birth_date,
+        patient.accession,
+        patient.institution,
+        patient.address,
+    ):
+        assert value not in rendered

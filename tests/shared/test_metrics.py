@@ -1,0 +1,84 @@
+"""Metrics, calibration and threshold selection on constructed data with known answers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from brainmri.evaluation.calibration import choose_threshold, fit_temperature, softmax
+from brainmri.evaluation.metrics import (
+    binary_rates,
+    classification_report,
+    expected_calibration_error,
+    youden_threshold,
+)
+
+NAMES = ["no_tumor", "glioma", "meningioma", "pituitary"]
+
+
+def test_ece_of_perfectly_calibrated_and_overconfident() -> None:
+    y = np.array([0, 0, 0, 0, 1, 1, 1, 1, 1, 1])
+    half = np.tile([0.6, 0.4, 0, 0], (10, 1))  # always says class 0 with 0.6, right 40%
+    assert expected_calibration_error(half, y) == pytest.approx(0.2)
+    exact = np.zeros((10, 4))
+    exact[np.arange(10), y] = 1.0
+    assert expected_calibration_error(exact, y) == 0.0
+
+
+def test_temperature_scaling_fixes_overconfidence() -> None:
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 4, size=2000)
+    logits = rng.normal(size=(2000, 4))
+    logits[np.arange(2000), y] += 1.5  # informative ...
+    logits *= 4.0  # ... but overconfident
+    temperature = fit_temperature(logits, y)
+
+    def nll(t: float) -> float:
+        return float(-np.log(softmax(logits, t)[np.arange(len(y)), y]).mean())
+
+    grid = np.linspace(0.5, 8.0, 151)
+    best_on_grid = grid[np.argmin([nll(t) for t in grid])]
+    assert abs(temperature - best_on_grid) < 0.06  # the fitted T minimises the NLL
+    assert temperature > 1.5
+    before = expected_calibration_error(softmax(logits), y)
+    after = expected_calibration_error(softmax(logits, temperature), y)
+    assert after < before / 3
+
+
+def test_youden_and_sensitivity_policies() -> None:
+    y_bin = np.array([0] * 50 + [1] * 50)
+    tumor_prob = np.concatenate([np.linspace(0.0, 0.4, 50), np.linspace(0.3, 1.0, 50)])
+    threshold, j = youden_threshold(y_bin, tumor_prob)
+    assert 0.3 <= threshold <= 0.41
+    assert j > 0.8
+    strict = choose_threshold(y_bin, tumor_prob, "sensitivity:1.0")
+    assert strict.sensitivity == 1.0
+    assert strict.threshold <= 0.3
+    assert choose_threshold(y_bin, tumor_prob, "youden").threshold == threshold
+    with pytest.raises(ValueError, match="unknown threshold policy"):
+        choose_threshold(y_bin, tumor_prob, "magic")
+
+
+def test_binary_rates_at_threshold() -> None:
+    rates = binary_rates(np.array([0, 0, 1, 1]), np.array([0.1, 0.6, 0.4, 0.9]), 0.5)
+    assert rates["cm_binary"] == [[1, 1], [1, 1]]
+    assert rates["sensitivity"] == 0.5
+    assert rates["specificity"] == 0.5
+
+
+def test_report_with_class_order_from_names() -> None:
+    names = ["glioma", "no_tumor", "meningioma", "pituitary"]
+    y = np.array([1, 0, 2, 3])
+    probs = np.eye(4)[[1, 0, 2, 3]]
+    report = classification_report(y, probs, names, threshold=0.5)
+    assert report["acc_multiclass"] == 1.0
+    assert report["sensitivity"] == 1.0
+    assert report["specificity"] == 1.0
+    assert report["roc_auc_binary"] == 1.0
+
+
+def test_report_handles_single_class() -> None:
+    y = np.array([1, 1])
+    probs = np.array([[0.1, 0.9, 0, 0], [0.2, 0.8, 0, 0]])
+    report = classification_report(y, probs, NAMES, threshold=0.5)
+    assert report["roc_auc_binary"] is None
+    assert report["specificity"] is None

@@ -1,0 +1,73 @@
+"""Phantom generator and the one preprocessing definition."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from brainmri.data.labels import CLASS_NAMES
+from brainmri.data.manifest import Sample
+from brainmri.imaging.decode import decode_image
+from brainmri.inference.engine import InferenceEngine
+from brainmri.models.bundle import load_bundle
+from brainmri.phantom import generate_phantom, phantom_png
+from brainmri.preprocess import PreprocessConfig, content_box, preprocess_slice
+from brainmri.training.data import EvalDataset, build_cache, eval_tensor_from_file
+
+
+def test_phantoms_are_deterministic_and_class_dependent() -> None:
+    first = generate_phantom("glioma", seed=4)
+    assert np.array_equal(first, generate_phantom("glioma", seed=4))
+    assert not np.array_equal(first, generate_phantom("glioma", seed=5))
+    healthy = generate_phantom("no_tumor", seed=4)
+    for name in ("glioma", "meningioma", "pituitary"):
+        assert np.abs(generate_phantom(name, seed=4).astype(int) - healthy).sum() > 0
+    with pytest.raises(ValueError, match="unknown class"):
+        generate_phantom("astrocytoma", seed=1)
+
+
+def test_letterbox_keeps_proportions() -> None:
+    config = PreprocessConfig(img_size=64)
+    wide = np.ones((50, 100), dtype=np.float32)
+    tensor = preprocess_slice(wide, config)
+    assert tensor.shape == (3, 64, 64)
+    box = content_box(50, 100, config)
+    assert (box.top, box.height, box.width) == (16, 32, 64)
+    # Outside the content box is black padding: (0 - 0.5) / 0.5 = -1.
+    assert torch.all(tensor[:, :10] == -1.0)
+    assert torch.allclose(tensor[:, 20:44], torch.ones(1))
+    squash = preprocess_slice(wide, config.model_copy(update={"resize": "squash"}))
+    assert torch.allclose(squash, torch.ones(1))
+
+
+def test_in_chans_one() -> None:
+    tensor = preprocess_slice(
+        np.zeros((40, 40), np.float32), PreprocessConfig(img_size=32, in_chans=1)
+    )
+    assert tensor.shape == (1, 32, 32)
+
+
+@pytest.mark.parametrize("resize", ["letterbox", "squash"])
+def test_training_eval_and_local_predict_tensors_are_identical(
+    tmp_path: Path, random_bundle_dir: Path, resize: str
+) -> None:
+    """The train-time eval transform, the engine (CLI/worker) path and the reference agree."""
+    path = tmp_path / "scan.jpg"
+    path.write_bytes(phantom_png("meningioma", seed=8, size=150))  # a PNG named .jpg
+    bundle = load_bundle(random_bundle_dir)
+    config = bundle.metadata.preprocess.model_copy(update={"resize": resize})
+    bundle.metadata = bundle.metadata.model_copy(update={"preprocess": config})
+    sample = Sample(path, "meningioma")
+
+    cache = build_cache(
+        [sample], CLASS_NAMES, config, size=config.img_size, as_uint8=False, progress=False
+    )
+    train_eval = EvalDataset(cache, config)[0][0]
+    engine_tensor = InferenceEngine(bundle, device="cpu").prepare_source(path).tensors[0]
+    reference = eval_tensor_from_file(sample, config)
+    direct = preprocess_slice(decode_image(path.read_bytes()).pixels, config)
+    assert torch.equal(train_eval, engine_tensor)
+    assert torch.equal(engine_tensor, reference)
+    assert torch.equal(reference, direct)

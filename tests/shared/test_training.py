@@ -1,0 +1,290 @@
+"""Training on generated phantoms: learning, best-checkpoint selection, resume, mixing, eval."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from brainmri.cli.main import build_parser, main
+from brainmri.data.builder import build_dataset
+from brainmri.data.manifest import read_manifest
+from brainmri.errors import BrainMRIError
+from brainmri.evaluation.metrics import classification_report
+from brainmri.evaluation.report import PLOT_FILES
+from brainmri.inference.engine import InferenceEngine
+from brainmri.models.bundle import load_bundle
+from brainmri.training.mixing import BatchMixer
+from brainmri.training.recipes import make_config
+from brainmri.training.trainer import Trainer, TrainHooks, TrainingCancelled
+from safetensors.torch import load_file
+
+REPORT_KEYS = {
+    "n",
+    "acc_multiclass",
+    "macro_f1",
+    "per_class",
+    "cm_multiclass",
+    "threshold",
+    "acc_binary",
+    "sensitivity",
+    "specificity",
+    "cm_binary",
+    "roc_auc_binary",
+    "ap_binary",
+    "best_threshold_by_YoudenJ",
+    "best_J",
+    "ece",
+    "model_version",
+}
+
+
+@pytest.fixture(scope="module")
+def split(phantom_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("split")
+    build_dataset([phantom_dataset], out, val_frac=0.2, test_frac=0.2, seed=0, progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def trained(split: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, object]:
+    out = tmp_path_factory.mktemp("run") / "run"
+    config = make_config(
+        "simple", img_size=80, epochs=8, batch_size=16, lr=2e-3, early_stop_patience=0, seed=1
+    )
+    result = Trainer(
+        config,
+        read_manifest(split / "train.csv"),
+        read_manifest(split / "val.csv"),
+        out,
+        progress=False,
+    ).run()
+    return out, result
+
+
+def test_model_learns_well_above_chance(
+    trained: tuple[Path, object], split: Path, tmp_path: Path
+) -> None:
+    out, result = trained
+    assert result.best_macro_f1 > 0.6  # chance is 0.25 for four balanced classes
+    assert (
+        main(
+            [
+                "eval",
+                "--data",
+                str(split / "test.csv"),
+                "--model",
+                str(out / "model"),
+                "--out",
+                str(tmp_path / "eval"),
+            ]
+        )
+        == 0
+    )
+    report = json.loads((tmp_path / "eval" / "eval_report.json").read_text())
+    assert report["acc_multiclass"] > 0.6
+
+
+def test_best_checkpoint_is_the_one_kept(trained: tuple[Path, object], split: Path) -> None:
+    out, result = trained
+    history = result.history
+    # Highest validation macro-F1; ties go to the lower validation loss.
+    best = max(history, key=lambda row: (round(row["val_macro_f1"], 9), -row["val_loss"]))
+    assert result.best_epoch == best["epoch"]
+    bundle = load_bundle(out / "model")
+    best_weights = load_file(str(out / "checkpoints" / "best.safetensors"))
+    for key, value in bundle.state_dict.items():
+        assert torch.equal(
+            value, best_weights[key].float() if value.is_floating_point() else best_weights[key]
+        )
+    # Scoring the kept bundle on the selection split reproduces the best epoch's macro-F1
+    # (temperature scaling cannot change an arg-max).
+    trainer = Trainer(
+        make_config("simple", img_size=80),
+        read_manifest(split / "train.csv"),
+        read_manifest(split / "val.csv"),
+        out / "unused",
+        progress=False,
+    )
+    engine = InferenceEngine(bundle, device="cpu")
+    probs = engine.predict_sources([s.path for s in trainer.select_samples])
+    y_true = np.array(
+        [bundle.metadata.class_names.index(s.class_name) for s in trainer.select_samples]
+    )
+    matrix = np.array([[p.class_probs[c] for c in bundle.metadata.class_names] for p in probs])
+    report = classification_report(y_true, matrix, bundle.metadata.class_names, threshold=0.5)
+    assert report["macro_f1"] == pytest.approx(best["val_macro_f1"], abs=1e-9)
+    assert bundle.metadata.metrics["best_epoch"] == best["epoch"]
+
+
+def test_bundle_carries_calibration_and_provenance(trained: tuple[Path, object]) -> None:
+    out, result = trained
+    metadata = load_bundle(out / "model").metadata
+    calibration = result.calibration
+    assert metadata.temperature == pytest.approx(calibration["temperature"])
+    assert metadata.default_threshold == calibration["threshold"]
+    assert "calibration split" in metadata.threshold_source
+    assert calibration["ece_after"] <= calibration["ece_before"] + 0.02
+    assert metadata.data_fingerprint
+    assert len(metadata.data_fingerprint) == 64
+    assert metadata.provenance["recipe"] == "simple"
+    assert set(metadata.train_counts) == set(metadata.class_names)
+    for name in (
+        "history.csv",
+        "history.json",
+        "training_curves.png",
+        "calibration.json",
+        "train_config.json",
+    ):
+        assert (out / name).exists(), name
+
+
+def test_eval_writes_every_artifact_with_the_right_keys(
+    trained: tuple[Path, object], split: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out, _ = trained
+    assert (
+        main(
+            [
+                "eval",
+                "--data",
+                str(split / "test.csv"),
+                "--model",
+                str(out / "model"),
+                "--out",
+                str(tmp_path / "e"),
+                "--tta",
+                "--threshold",
+                "0.3",
+            ]
+        )
+        == 0
+    )
+    printed = capsys.readouterr().out
+    assert "suggested threshold (Youden J)" in printed
+    report = json.loads((tmp_path / "e" / "eval_report.json").read_text())
+    assert set(report) >= REPORT_KEYS
+    assert report["threshold"] == 0.3
+    assert report["tta"] is True
+    assert set(report["per_class"]["glioma"]) >= {"precision", "recall", "f1"}
+    for name in (*PLOT_FILES, "predictions.csv", "eval_report.json"):
+        assert (tmp_path / "e" / name).stat().st_size > 0, name
+    header = (tmp_path / "e" / "predictions.csv").read_text().splitlines()[0].split(",")
+    assert header[:4] == ["path", "true_class", "pred_class", "correct"]
+    assert {"p_no_tumor", "p_glioma", "p_meningioma", "p_pituitary", "tumor_prob"} <= set(header)
+
+
+def _small_config(**overrides: object):
+    values = {
+        "arch": "resnet10t",
+        "img_size": 48,
+        "epochs": 3,
+        "batch_size": 16,
+        "lr": 2e-3,
+        "early_stop_patience": 0,
+        "seed": 5,
+        "mix_prob": 0.8,
+    }
+    values.update(overrides)
+    return make_config("strong", **values)
+
+
+def test_resume_continues_exactly(split: Path, tmp_path: Path) -> None:
+    train, val = read_manifest(split / "train.csv"), read_manifest(split / "val.csv")
+    straight = Trainer(_small_config(), train, val, tmp_path / "straight", progress=False).run()
+
+    epochs_seen: list[int] = []
+
+    def stop_in_third_epoch() -> bool:
+        return len(epochs_seen) >= 2
+
+    hooks = TrainHooks(
+        on_epoch=lambda report: epochs_seen.append(report.epoch), should_stop=stop_in_third_epoch
+    )
+    with pytest.raises(TrainingCancelled):
+        Trainer(
+            _small_config(), train, val, tmp_path / "resumed", progress=False, hooks=hooks
+        ).run()
+    assert not (tmp_path / "resumed" / "model").exists()  # nothing half-written
+    resumed = Trainer(_small_config(), train, val, tmp_path / "resumed", progress=False).run(
+        resume=tmp_path / "resumed" / "checkpoints" / "last.pt"
+    )
+    assert [row["epoch"] for row in resumed.history] == [1, 2, 3]
+    for a, b in zip(straight.history, resumed.history, strict=True):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)
+        assert a["val_macro_f1"] == pytest.approx(b["val_macro_f1"], abs=1e-9)
+
+
+def test_mixup_and_cutmix_both_run_and_odd_batches_mix(split: Path, tmp_path: Path) -> None:
+    train, val = read_manifest(split / "train.csv"), read_manifest(split / "val.csv")
+    batch_size = next(size for size in range(15, 5, -1) if len(train) % size % 2 == 1)
+    result = Trainer(
+        _small_config(epochs=2, batch_size=batch_size), train, val, tmp_path / "mix", progress=False
+    ).run()
+    assert result.mix_counts["mixup"] > 0
+    assert result.mix_counts["cutmix"] > 0
+
+    torch.manual_seed(0)
+    mixer = BatchMixer(4, label_smoothing=0.1, prob=1.0, switch_prob=1.0)  # always CutMix
+    images, labels = torch.randn(5, 3, 16, 16), torch.tensor([0, 1, 2, 3, 0])
+    mixed, targets = mixer(images, labels)
+    assert mixed.shape == images.shape
+    assert targets.shape == (5, 4)
+    assert torch.allclose(targets.sum(1), torch.ones(5))
+    single, single_targets = mixer(images[:1], labels[:1])
+    assert torch.equal(single, images[:1])
+    assert single_targets.argmax(1).item() == 0
+
+
+def test_refuses_to_overwrite_the_model_in_use(split: Path, tmp_path: Path) -> None:
+    in_use = tmp_path / "served" / "model"
+    with pytest.raises(BrainMRIError) as info:
+        Trainer(
+            _small_config(),
+            read_manifest(split / "train.csv"),
+            read_manifest(split / "val.csv"),
+            tmp_path / "served",
+            progress=False,
+            protected_dirs=[in_use],
+        )
+    assert info.value.code == "protected_model_dir"
+
+
+def test_original_flags_in_both_spellings() -> None:
+    parser = build_parser()
+    original = [
+        "train",
+        "--train_csv",
+        "t.csv",
+        "--val_csv",
+        "v.csv",
+        "--out_dir",
+        "o",
+        "--arch",
+        "resnet34",
+        "--epochs",
+        "12",
+        "--batch_size",
+        "12",
+        "--img_size",
+        "224",
+        "--lr",
+        "5e-4",
+        "--weight_decay",
+        "0.05",
+        "--label_smoothing",
+        "0.1",
+        "--use_mixup",
+        "false",
+        "--num_workers",
+        "0",
+    ]
+    dashed = [flag.replace("_", "-") if flag.startswith("--") else flag for flag in original]
+    for argv in (original, dashed):
+        args = parser.parse_args(argv)
+        assert (args.arch, args.epochs, args.batch_size, args.img_size) == ("resnet34", 12, 12, 224)
+        assert (args.lr, args.weight_decay, args.label_smoothing) == (5e-4, 0.05, 0.1)
+        assert args.use_mixup is False
+        assert args.num_workers == 0
