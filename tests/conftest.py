@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from brainmri.data.labels import CLASS_NAMES
 from brainmri.models.bundle import BundleMetadata, ModelBundle
 from brainmri.models.factory import create_model

@@ -106,6 +106,77 @@ class Settings(BaseSettings):
     )
     max_eval_images: int = Field(20000, ge=1, description="Most images one evaluation may score.")
 
+    # --- API -----------------------------------------------------------------------------
+    api_keys: str = Field(
+        "",
+        description="API keys as `key:role,key:role` (roles `user`, `admin`). Unset in "
+        "embedded mode: one admin key is generated on first start and printed.",
+    )
+    allowed_roots: str = Field(
+        "",
+        description="Comma-separated local folders and `s3://bucket/prefix/` roots that "
+        "evaluation, training and `POST /metrics` may read. Anything else is refused (400).",
+    )
+    legacy_wait_seconds: float = Field(
+        60.0, gt=0, description="How long `POST /predict` and `POST /metrics` wait for their job."
+    )
+    log_level: str = Field("INFO", description="Log level of the services.")
+    log_format: Literal["json", "text"] = Field("json", description="Structured JSON or text logs.")
+
+    # --- jobs ----------------------------------------------------------------------------
+    worker_queues: str = Field(
+        "predict,evaluate", description="Queues a worker consumes (embedded mode adds `train`)."
+    )
+    job_heartbeat_seconds: float = Field(
+        5.0, gt=0, description="Running jobs heartbeat this often."
+    )
+    job_stale_after_seconds: float = Field(
+        60.0, gt=0, description="A running job without a heartbeat this long is requeued."
+    )
+    reaper_interval_seconds: float = Field(
+        15.0, gt=0, description="How often workers look for stale jobs."
+    )
+    job_max_attempts: int = Field(
+        3, ge=1, description="Crashed attempts before a job is marked failed (poison jobs)."
+    )
+    requeue_queued_after_seconds: float = Field(
+        600.0,
+        gt=0,
+        description="Re-send a job still `queued` after this long (lost broker message).",
+    )
+    predict_time_limit: int = Field(300, ge=1, description="Hard time limit (s) of a predict job.")
+    evaluate_time_limit: int = Field(
+        14400, ge=1, description="Hard time limit (s) of an evaluate job."
+    )
+    train_time_limit: int = Field(172800, ge=1, description="Hard time limit (s) of a train job.")
+    storage_max_retries: int = Field(
+        5, ge=0, description="Retries with exponential backoff for object-store outages."
+    )
+    model_check_seconds: float = Field(
+        2.0, gt=0, description="Workers check the registry for a new production model this often."
+    )
+
+    # --- trainer, registry and scheduled retraining --------------------------------------
+    promotion_min_macro_f1_gain: float = Field(
+        0.005,
+        description="Auto-promote only if the candidate's held-out macro-F1 beats "
+        "production's by at least this much ...",
+    )
+    promotion_max_sensitivity_drop: float = Field(
+        0.0,
+        ge=0,
+        description="... and its tumor sensitivity at the operating threshold is not "
+        "lower than production's by more than this.",
+    )
+    retrain_schedule: str = Field(
+        "", description="Cron expression (`m h dom mon dow`, UTC) for retrain checks; empty: off."
+    )
+    retrain_dataset: str = Field(
+        "", description="Dataset source the scheduled retrain reads (must be an allowed root)."
+    )
+    retrain_recipe: Literal["simple", "strong"] = Field("simple", description="Scheduled recipe.")
+    retrain_epochs: int | None = Field(None, ge=1, description="Epochs of scheduled retrains.")
+
     @field_validator("data_dir")
     @classmethod
     def _absolute_data_dir(cls, value: Path) -> Path:
@@ -142,6 +213,23 @@ class Settings(BaseSettings):
     @property
     def broker_spool_dir(self) -> Path:
         return self.data_dir / "broker"
+
+    @property
+    def api_key_file(self) -> Path:
+        return self.data_dir / "api_key"
+
+    @property
+    def allowed_root_list(self) -> list[str]:
+        return [root.strip() for root in self.allowed_roots.split(",") if root.strip()]
+
+    @property
+    def worker_queue_list(self) -> list[str]:
+        return [queue.strip() for queue in self.worker_queues.split(",") if queue.strip()]
+
+    @property
+    def broker_visibility_timeout(self) -> int:
+        """Longer than the longest task, so Redis never redelivers a task that is running."""
+        return max(self.predict_time_limit, self.evaluate_time_limit, self.train_time_limit) + 600
 
     @property
     def resolved_model_dir(self) -> Path:

@@ -8,13 +8,14 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from PIL import Image
+
 from brainmri.cli.main import main
 from brainmri.data.builder import CSV_COLUMNS, build_dataset, stratified_group_split
 from brainmri.data.labels import canonical_class
 from brainmri.data.manifest import load_samples, read_manifest
 from brainmri.errors import DatasetError
 from brainmri.phantom import write_phantom_dataset
-from PIL import Image
 
 
 @pytest.mark.parametrize(

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from brainmri.errors import ModelBundleError
 from brainmri.inference.engine import InferenceEngine
 from brainmri.models.bundle import load_bundle, read_metadata
 from brainmri.models.factory import cam_target_layer, create_model
 from brainmri.phantom import phantom_png
-
 from tests.conftest import make_bundle
 
 

@@ -8,10 +8,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from PIL import Image
+
 from brainmri.cli.main import main
 from brainmri.phantom import phantom_png
 from brainmri.phantom_dicom import phantom_series, zip_series
-from PIL import Image
 
 PREDICT_KEYS = {
     "class_probs",

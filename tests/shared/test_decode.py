@@ -6,6 +6,8 @@ import io
 
 import numpy as np
 import pytest
+from PIL import Image
+
 from brainmri.errors import (
     EmptyInputError,
     InputTooLargeError,
@@ -15,8 +17,6 @@ from brainmri.errors import (
 from brainmri.imaging.decode import InputFormat, decode_image, sniff_format
 from brainmri.imaging.inputs import decode_input
 from brainmri.imaging.limits import InputLimits
-from PIL import Image
-
 from tests.helpers import encode, grey_image, png_header_only, png_text_bomb, pydicom_file
 
 

@@ -7,6 +7,8 @@ import logging
 
 import numpy as np
 import pytest
+from pydicom.uid import generate_uid
+
 from brainmri.errors import (
     DicomPixelDataError,
     InconsistentSeriesError,
@@ -23,8 +25,6 @@ from brainmri.phantom_dicom import (
     phantom_series,
     zip_series,
 )
-from pydicom.uid import generate_uid
-
 from tests.helpers import pydicom_file, zip_bytes
 
 

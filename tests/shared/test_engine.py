@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
 from brainmri.concurrency import bounded_map
 from brainmri.devices import bf16_supported
 from brainmri.errors import InputError
@@ -16,7 +17,6 @@ from brainmri.inference.results import resolve_threshold
 from brainmri.inference.tta import VIEWS, expand_views
 from brainmri.models.bundle import BundleMetadata, load_bundle
 from brainmri.phantom import phantom_png
-
 from tests.conftest import make_bundle
 
 CLASSES = ["no_tumor", "glioma", "meningioma", "pituitary"]

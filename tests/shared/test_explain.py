@@ -9,12 +9,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
+
 from brainmri.inference.engine import InferenceEngine
 from brainmri.models.bundle import load_bundle
 from brainmri.models.factory import count_hooks
 from brainmri.phantom import generate_phantom
-from PIL import Image
-
 from tests.helpers import encode
 
 

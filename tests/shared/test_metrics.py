@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from brainmri.evaluation.calibration import choose_threshold, fit_temperature, softmax
 from brainmri.evaluation.metrics import (
     binary_rates,

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
 from brainmri.data.labels import CLASS_NAMES
 from brainmri.data.manifest import Sample
 from brainmri.imaging.decode import decode_image

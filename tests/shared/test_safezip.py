@@ -6,12 +6,12 @@ import tempfile
 from pathlib import Path
 
 import pytest
+
 from brainmri.errors import InputError, InputTooLargeError, UnsafeArchiveError
 from brainmri.imaging.inputs import decode_input
 from brainmri.imaging.limits import InputLimits
 from brainmri.imaging.safezip import extract_zip
 from brainmri.phantom_dicom import dataset_bytes, phantom_series, zip_series
-
 from tests.helpers import lying_zip, zip_bomb, zip_bytes, zip_with_symlink
 
 

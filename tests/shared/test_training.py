@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file
+
 from brainmri.cli.main import build_parser, main
 from brainmri.data.builder import build_dataset
 from brainmri.data.manifest import read_manifest
@@ -19,7 +21,6 @@ from brainmri.models.bundle import load_bundle
 from brainmri.training.mixing import BatchMixer
 from brainmri.training.recipes import make_config
 from brainmri.training.trainer import Trainer, TrainHooks, TrainingCancelled
-from safetensors.torch import load_file
 
 REPORT_KEYS = {
     "n",

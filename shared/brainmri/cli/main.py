@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from collections.abc import Sequence
+from importlib.metadata import entry_points
 
 from brainmri import DISCLAIMER, __version__
-from brainmri.cli import dataset, evaluate, export, predict, train
+from brainmri.cli import dataset, db, evaluate, export, predict, train
 from brainmri.errors import BrainMRIError
+from brainmri.logs import configure_logging
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,17 +24,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--log-level", default="WARNING", choices=("DEBUG", "INFO", "WARNING", "ERROR")
     )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (predict, evaluate, dataset, train, export):
+    for module in (predict, evaluate, dataset, train, export, db):
         module.register(subparsers)
+    # Service commands (serve, worker, trainer, beat, remote client) come from the service
+    # packages through an entry-point group, so this library never imports a service.
+    for entry in sorted(entry_points(group="brainmri.cli"), key=lambda e: e.name):
+        entry.load()(subparsers)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(args.log_level, "text")
     try:
         return int(args.handler(args) or 0)
     except BrainMRIError as exc:

@@ -281,6 +281,32 @@ def build_dataset(
 ) -> BuildSummary:
     """Scan, deduplicate, group and split; write ``train/val/test.csv`` and a summary JSON."""
     items, unlabelled = scan_class_folders(roots)
+    return build_dataset_from_items(
+        items,
+        out_dir,
+        val_frac=val_frac,
+        test_frac=test_frac,
+        seed=seed,
+        near_dup_threshold=near_dup_threshold,
+        workers=workers,
+        progress=progress,
+        unlabelled=unlabelled,
+    )
+
+
+def build_dataset_from_items(
+    items: Sequence[LabelledPath],
+    out_dir: Path,
+    *,
+    val_frac: float = 0.15,
+    test_frac: float = 0.15,
+    seed: int = 42,
+    near_dup_threshold: float = DEFAULT_NEAR_DUP_THRESHOLD,
+    workers: int = 2,
+    progress: bool = True,
+    unlabelled: int = 0,
+) -> BuildSummary:
+    """The builder for labelled files that are already known (e.g. from a manifest)."""
     if not items:
         raise DatasetError(
             "no images found under class-named folders "

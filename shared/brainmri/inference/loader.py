@@ -8,7 +8,7 @@ from brainmri.config import Settings
 from brainmri.imaging.dicom import SliceSelection
 from brainmri.imaging.limits import InputLimits
 from brainmri.inference.engine import InferenceEngine
-from brainmri.models.bundle import load_bundle
+from brainmri.models.bundle import ModelBundle, load_bundle
 
 
 def dicom_selection(settings: Settings) -> SliceSelection:
@@ -23,11 +23,26 @@ def engine_from_settings(
     device: str | None = None,
 ) -> InferenceEngine:
     """Load ``model_dir`` (default: the configured or shipped bundle) into an engine."""
-    bundle = load_bundle(model_dir or settings.resolved_model_dir)
+    return engine_for_bundle(
+        settings,
+        load_bundle(model_dir or settings.resolved_model_dir),
+        backend=backend,
+        device=device,
+    )
+
+
+def engine_for_bundle(
+    settings: Settings,
+    bundle: ModelBundle,
+    *,
+    backend: str | None = None,
+    device: str | None = None,
+) -> InferenceEngine:
     return InferenceEngine(
         bundle,
         backend=backend or settings.inference_backend,
         device=device or settings.device,
+        onnx_cache_dir=settings.data_dir / "onnx-cache",
         batch_size=settings.inference_batch_size,
         decode_workers=settings.decode_workers,
         limits=InputLimits.from_settings(settings),

@@ -1,0 +1,130 @@
+"""Prometheus metrics and request logging.
+
+``GET /metrics`` exposes request latency, jobs by kind and status, queue depth and inference
+time per image. The last three are read on scrape (from the database and the broker), so every
+API replica reports the same numbers and workers need no metrics endpoint of their own.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import timedelta
+
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+from sqlalchemy import select
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from brainmri.config import Settings
+from brainmri.db.jobs import job_counts
+from brainmri.db.models import Job, JobStatus
+from brainmri.db.session import session_scope
+from brainmri.db.types import utcnow
+from brainmri.jobs.queues import queue_depths
+from brainmri.logs import request_log_context
+
+log = logging.getLogger("brainmri_api.access")
+INFERENCE_WINDOW_SECONDS = 300
+
+
+class PlatformCollector(Collector):
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        jobs = GaugeMetricFamily(
+            "brainmri_jobs", "Jobs by kind and status", labels=["kind", "status"]
+        )
+        inference = GaugeMetricFamily(
+            "brainmri_inference_seconds_per_image",
+            f"Inference time per image of jobs finished in the last {INFERENCE_WINDOW_SECONDS}s",
+            labels=["quantile"],
+        )
+        try:
+            with session_scope(self.settings.resolved_database_url) as session:
+                for kind, status, count in job_counts(session):
+                    jobs.add_metric([kind, status], count)
+                recent = sorted(
+                    session.scalars(
+                        select(Job.inference_ms_per_image).where(
+                            Job.status == JobStatus.SUCCEEDED,
+                            Job.finished_at
+                            >= utcnow() - timedelta(seconds=INFERENCE_WINDOW_SECONDS),
+                            Job.inference_ms_per_image.is_not(None),
+                        )
+                    ).all()
+                )
+            for quantile in (0.5, 0.95):
+                if recent:
+                    value = recent[min(len(recent) - 1, int(quantile * len(recent)))] / 1000.0
+                    inference.add_metric([str(quantile)], value)
+        except Exception:
+            log.warning("metrics: database unavailable", exc_info=True)
+        yield jobs
+        yield inference
+        depth = GaugeMetricFamily(
+            "brainmri_queue_depth", "Messages waiting per queue", labels=["queue"]
+        )
+        try:
+            for queue, count in queue_depths(self.settings).items():
+                depth.add_metric([queue], count)
+        except Exception:
+            log.warning("metrics: broker unavailable", exc_info=True)
+        yield depth
+
+
+class Metrics:
+    def __init__(self, settings: Settings) -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.latency = Histogram(
+            "brainmri_http_request_duration_seconds",
+            "HTTP request latency",
+            ["method", "route", "status"],
+            registry=self.registry,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+        )
+        self.registry.register(PlatformCollector(settings))
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class RequestMiddleware:
+    """Request id, access log line and latency histogram for every HTTP request."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        request_id = headers.get(b"x-request-id", b"").decode("latin-1")[:64] or uuid.uuid4().hex
+        status = 500
+        started = time.perf_counter()
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
+            await send(message)
+
+        with request_log_context(request_id):
+            try:
+                await self.app(scope, receive, send_wrapper)
+            finally:
+                elapsed = time.perf_counter() - started
+                route = scope.get("route")
+                template = getattr(route, "path", None) or "unmatched"
+                self.metrics.latency.labels(scope["method"], template, str(status)).observe(elapsed)
+                log.info(
+                    "%s %s -> %d in %.1f ms", scope["method"], template, status, elapsed * 1000.0
+                )

@@ -1,0 +1,166 @@
+"""``/v1/jobs``: submit, list, read, cancel jobs and fetch their artifacts."""
+
+from __future__ import annotations
+
+import mimetypes
+from pathlib import PurePosixPath
+from typing import Annotated
+
+from fastapi import APIRouter, File, Form, Query, Response, UploadFile, status
+
+from brainmri.db.jobs import get_job, list_jobs, request_cancel
+from brainmri.db.models import JobKind, JobStatus
+from brainmri.sources import resolve_source
+from brainmri_api.deps import AdminDep, PrincipalDep, SessionDep, StateDep
+from brainmri_api.errors import ConflictError, NotFoundError
+from brainmri_api.schemas import (
+    ErrorBody,
+    EvaluateRequest,
+    JobCreated,
+    JobList,
+    JobPublic,
+    TrainRequest,
+    job_links,
+    job_public,
+)
+from brainmri_api.submission import read_upload, submit_job, validate_upload
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+ERRORS = {code: {"model": ErrorBody} for code in (400, 401, 403, 404, 409, 413, 415, 422, 503)}
+
+
+@router.post(
+    "/predict",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=JobCreated,
+    responses=ERRORS,
+    summary="Submit an image, DICOM file or zipped DICOM series",
+)
+def create_predict_job(
+    state: StateDep,
+    principal: PrincipalDep,
+    file: Annotated[UploadFile, File(description="PNG/JPEG/TIFF/BMP, .dcm or a zip of a series")],
+    tta: Annotated[bool, Form(description="Average the model's test-time views")] = False,
+    cam: Annotated[bool, Form(description="Produce a Grad-CAM overlay")] = True,
+    threshold: Annotated[float | None, Form(ge=0.0, le=1.0)] = None,
+) -> JobCreated:
+    """The upload is validated (type by content, full decode) and stored before the job is
+    queued; a rejected upload leaves nothing behind."""
+    upload = validate_upload(state, read_upload(file, state.settings.max_upload_bytes))
+    job = submit_job(
+        state,
+        kind=JobKind.PREDICT,
+        owner=principal.key_id,
+        params={"tta": tta, "cam": cam, "threshold": threshold},
+        upload=upload,
+    )
+    return JobCreated(job_id=job.id, status=job.status, links=job_links(job))
+
+
+@router.post(
+    "/evaluate",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=JobCreated,
+    responses=ERRORS,
+    summary="Evaluate the production model on a labelled folder",
+)
+def create_evaluate_job(
+    state: StateDep, principal: PrincipalDep, request: EvaluateRequest
+) -> JobCreated:
+    source = resolve_source(request.source, state.settings)
+    params = {
+        "source": source.uri,
+        "tta": request.tta,
+        "threshold": request.threshold,
+        "limit": request.limit,
+    }
+    job = submit_job(state, kind=JobKind.EVALUATE, owner=principal.key_id, params=params)
+    return JobCreated(job_id=job.id, status=job.status, links=job_links(job))
+
+
+@router.post(
+    "/train",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=JobCreated,
+    responses=ERRORS,
+    summary="Train a candidate model (admin)",
+)
+def create_train_job(state: StateDep, principal: AdminDep, request: TrainRequest) -> JobCreated:
+    """Trains on the dataset's duplicate-aware split, evaluates the candidate against
+    production on the same held-out images, registers it, and promotes it if the gate passes."""
+    source = resolve_source(request.dataset, state.settings)
+    params = request.model_dump()
+    params["dataset"] = source.uri.rstrip("/") if source.uri.endswith(".csv/") else source.uri
+    job = submit_job(state, kind=JobKind.TRAIN, owner=principal.key_id, params=params)
+    return JobCreated(job_id=job.id, status=job.status, links=job_links(job))
+
+
+@router.get("", response_model=JobList, responses=ERRORS, summary="List your jobs")
+def list_my_jobs(
+    session: SessionDep,
+    principal: PrincipalDep,
+    kind: Annotated[JobKind | None, Query()] = None,
+    status_: Annotated[JobStatus | None, Query(alias="status")] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> JobList:
+    jobs, total = list_jobs(
+        session, owner=principal.owner_filter, kind=kind, status=status_, limit=limit, offset=offset
+    )
+    return JobList(items=[job_public(job) for job in jobs], total=total, limit=limit, offset=offset)
+
+
+@router.get("/{job_id}", response_model=JobPublic, responses=ERRORS, summary="Read a job")
+def read_job(job_id: str, session: SessionDep, principal: PrincipalDep) -> JobPublic:
+    job = get_job(session, job_id, owner=principal.owner_filter)
+    if job is None:
+        raise NotFoundError(f"no job {job_id}")
+    return job_public(job)
+
+
+@router.post(
+    "/{job_id}/cancel",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=JobPublic,
+    responses=ERRORS,
+    summary="Cancel a queued or running job",
+)
+def cancel_job(job_id: str, session: SessionDep, principal: PrincipalDep) -> JobPublic:
+    job = get_job(session, job_id, owner=principal.owner_filter)
+    if job is None:
+        raise NotFoundError(f"no job {job_id}")
+    if JobStatus(job.status).finished:
+        raise ConflictError(f"job {job_id} already {job.status}")
+    job = request_cancel(session, job_id=job_id)
+    assert job is not None
+    return job_public(job)
+
+
+@router.get(
+    "/{job_id}/artifacts/{name}",
+    responses={
+        200: {"content": {"image/png": {}, "text/csv": {}, "application/json": {}}},
+        **ERRORS,
+    },
+    summary="Download a job artifact (CAM, plots, report, predictions)",
+)
+def read_artifact(
+    job_id: str, name: str, state: StateDep, session: SessionDep, principal: PrincipalDep
+) -> Response:
+    job = get_job(session, job_id, owner=principal.owner_filter)
+    if job is None:
+        raise NotFoundError(f"no job {job_id}")
+    uri = (job.artifacts or {}).get(name)
+    if uri is None or PurePosixPath(name).name != name:
+        raise NotFoundError(f"job {job_id} has no artifact {name!r}")
+    data = state.store.get(state.store.key_from_uri(uri))
+    media_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
+    return Response(
+        data,
+        media_type=media_type,
+        headers={
+            "Content-Disposition": f'inline; filename="{name}"',
+            "Cache-Control": "private, max-age=300",
+            "X-Content-Type-Options": "nosniff",
+        },
+    )

@@ -1,0 +1,114 @@
+"""``/v1/models``: the registry - list, inspect, promote, roll back."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+
+from brainmri.db.models import ModelVersion
+from brainmri.registry.versions import get_version, list_versions, production, promote, rollback
+from brainmri_api.deps import AdminDep, PrincipalDep, SessionDep, StateDep
+from brainmri_api.routes.jobs import ERRORS
+from brainmri_api.schemas import ModelList, ModelPublic, PromoteRequest
+
+router = APIRouter(prefix="/v1/models", tags=["models"])
+HEADLINE = ("macro_f1", "acc_multiclass", "sensitivity", "specificity", "roc_auc_binary", "ece")
+
+
+def _headline(row: ModelVersion) -> dict[str, Any]:
+    metrics = row.metrics or {}
+    test = metrics.get("test") or {}
+    if test:
+        return {key: test.get(key) for key in HEADLINE}
+    calibration = metrics.get("calibration") or {}
+    selection = metrics.get("val_selection") or {}
+    return {
+        "macro_f1": selection.get("macro_f1"),
+        "acc_multiclass": selection.get("acc"),
+        "roc_auc_binary": selection.get("roc_auc_binary"),
+        "sensitivity": calibration.get("sensitivity_at_threshold"),
+        "specificity": calibration.get("specificity_at_threshold"),
+        "ece": calibration.get("ece_after"),
+    }
+
+
+def model_public(row: ModelVersion, current: ModelVersion | None) -> ModelPublic:
+    versus = None
+    if current is not None and current.version != row.version:
+        mine, theirs = _headline(row), _headline(current)
+        versus = {
+            "production_version": current.version,
+            "this": mine,
+            "production": theirs,
+            "delta": {
+                k: (mine[k] - theirs[k])
+                if mine.get(k) is not None and theirs.get(k) is not None
+                else None
+                for k in HEADLINE
+            },
+        }
+        same_test = (row.metrics or {}).get("production_on_same_test")
+        if same_test and (row.metrics or {}).get("production_version") == current.version:
+            versus["production_on_same_test"] = same_test
+    return ModelPublic(
+        version=row.version,
+        name=row.name,
+        arch=row.arch,
+        stage=row.stage,  # type: ignore[arg-type]
+        metrics=row.metrics or {},
+        data_fingerprint=row.data_fingerprint,
+        training_job_id=row.training_job_id,
+        stage_reason=row.stage_reason,
+        created_at=row.created_at,
+        promoted_at=row.promoted_at,
+        promoted_by=row.promoted_by,
+        versus_production=versus,
+    )
+
+
+@router.get("", response_model=ModelList, responses=ERRORS, summary="Registered model versions")
+def list_models(state: StateDep, session: SessionDep, _: PrincipalDep) -> ModelList:
+    name = state.settings.model_name
+    current = production(session, name)
+    return ModelList(
+        items=[model_public(row, current) for row in list_versions(session, name)],
+        production=current.version if current else None,
+    )
+
+
+@router.get("/{version}", response_model=ModelPublic, responses=ERRORS, summary="One version")
+def read_model(version: str, state: StateDep, session: SessionDep, _: PrincipalDep) -> ModelPublic:
+    row = get_version(session, version)
+    return model_public(row, production(session, row.name))
+
+
+@router.post(
+    "/{version}/promote",
+    response_model=ModelPublic,
+    responses=ERRORS,
+    summary="Make a version production (admin)",
+)
+def promote_model(
+    version: str, session: SessionDep, principal: AdminDep, request: PromoteRequest | None = None
+) -> ModelPublic:
+    row = promote(
+        session,
+        version=version,
+        by=principal.key_id,
+        reason=(request.reason if request else None) or "manual promotion",
+    )
+    session.flush()
+    return model_public(row, row)
+
+
+@router.post(
+    "/{name}/rollback",
+    response_model=ModelPublic,
+    responses=ERRORS,
+    summary="Return production to the previously promoted version (admin)",
+)
+def rollback_model(name: str, session: SessionDep, principal: AdminDep) -> ModelPublic:
+    row = rollback(session, name=name, by=principal.key_id)
+    session.flush()
+    return model_public(row, row)

@@ -1,0 +1,104 @@
+"""Submitting jobs without leaving anything half-written.
+
+Order: validate -> store the upload under a generated key -> commit the job row -> enqueue.
+If storing or committing fails, the object is removed; if enqueueing fails, both the row and
+the object are removed and the client gets a 503. Enqueueing happens after the commit, so a
+worker never receives an id whose row it cannot see yet.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import UploadFile
+
+from brainmri.db.jobs import create_job, delete_job
+from brainmri.db.models import Job
+from brainmri.db.session import session_scope
+from brainmri.errors import EmptyInputError, InputTooLargeError
+from brainmri.imaging.decode import InputFormat, sniff_format
+from brainmri.imaging.inputs import DecodedInput, decode_input
+from brainmri.jobs.enqueue import send_job
+from brainmri_api.errors import ServiceUnavailableError
+from brainmri_api.state import AppState
+
+log = logging.getLogger(__name__)
+
+EXTENSIONS = {
+    InputFormat.PNG: ".png",
+    InputFormat.JPEG: ".jpg",
+    InputFormat.TIFF: ".tif",
+    InputFormat.BMP: ".bmp",
+    InputFormat.DICOM: ".dcm",
+    InputFormat.ZIP: ".zip",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ValidatedUpload:
+    data: bytes
+    extension: str
+    decoded: DecodedInput
+
+
+def read_upload(upload: UploadFile, max_bytes: int) -> bytes:
+    """Read at most ``max_bytes`` (+1 to detect overflow) from a spooled upload."""
+    data = upload.file.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise InputTooLargeError(f"the upload exceeds {max_bytes} bytes", code="file_too_large")
+    if not data:
+        raise EmptyInputError("the uploaded file is empty")
+    return data
+
+
+def validate_upload(state: AppState, data: bytes) -> ValidatedUpload:
+    """Type by content, then a full decode: 413/415/422 happen here, before anything is stored."""
+    decoded = decode_input(data, limits=state.limits, dicom_selection=state.dicom_selection)
+    extension = EXTENSIONS[sniff_format(data[:132])]
+    return ValidatedUpload(data, extension, decoded)
+
+
+def submit_job(
+    state: AppState,
+    *,
+    kind: str,
+    owner: str,
+    params: dict[str, Any],
+    upload: ValidatedUpload | None = None,
+) -> Job:
+    job_id = str(uuid.uuid4())
+    key = f"uploads/{job_id}/input{upload.extension}" if upload else None
+    input_uri = None
+    try:
+        if upload is not None and key is not None:
+            input_uri = state.store.put(key, upload.data)
+        with session_scope(state.database_url) as session:
+            job = create_job(
+                session, job_id=job_id, kind=kind, owner=owner, params=params, input_uri=input_uri
+            )
+    except BaseException:
+        if key is not None and input_uri is not None:
+            _remove_quietly(state, key)
+        raise
+    try:
+        send_job(state.celery, job_id=job_id, kind=kind)
+    except Exception as exc:
+        log.error("broker unavailable, rolling back job %s: %s", job_id, exc)
+        with session_scope(state.database_url) as session:
+            delete_job(session, job_id)
+        if key is not None:
+            _remove_quietly(state, key)
+        raise ServiceUnavailableError(
+            "the job queue is unavailable; nothing was stored, try again shortly"
+        ) from exc
+    return job
+
+
+def _remove_quietly(state: AppState, key: str) -> None:
+    try:
+        state.store.delete(key)
+    except Exception:
+        log.exception("could not remove %s after a failed submission", key)

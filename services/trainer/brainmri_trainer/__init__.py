@@ -1,0 +1,1 @@
+"""Trainer service: training jobs on their own queue, gated promotion, scheduled retraining."""

@@ -1,0 +1,252 @@
+"""The train job: dataset source -> split -> train -> held-out evaluation -> registry.
+
+Stages report into the job's progress detail. Nothing is registered until the candidate has
+been trained *and* evaluated; a cancel (checked between batches) or a failure before that
+leaves no model version and no bundle objects behind.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from brainmri.data.builder import build_dataset_from_items
+from brainmri.data.manifest import read_manifest
+from brainmri.data.materialize import fingerprint, list_dataset, materialize
+from brainmri.db.models import ModelStage
+from brainmri.db.session import session_scope
+from brainmri.evaluation.report import EvalItem, evaluate
+from brainmri.inference.loader import engine_for_bundle
+from brainmri.jobs.runtime import JobCancelled, JobContext, JobOutcome
+from brainmri.models.bundle import load_bundle
+from brainmri.registry.cache import ProductionModel
+from brainmri.registry.gate import promotion_gate
+from brainmri.registry.versions import bundle_prefix, promote, register_bundle
+from brainmri.sources import resolve_source
+from brainmri.training.recipes import make_config
+from brainmri.training.trainer import EpochReport, Trainer, TrainHooks, TrainingCancelled
+
+log = logging.getLogger(__name__)
+
+TRAIN_OPTIONS = (
+    "arch",
+    "epochs",
+    "img_size",
+    "batch_size",
+    "lr",
+    "weight_decay",
+    "label_smoothing",
+    "use_mixup",
+    "seed",
+)
+METRIC_KEYS = (
+    "n",
+    "acc_multiclass",
+    "macro_f1",
+    "sensitivity",
+    "specificity",
+    "roc_auc_binary",
+    "ap_binary",
+    "ece",
+    "threshold",
+    "best_threshold_by_YoudenJ",
+)
+CONTENT_TYPES = {".png": "image/png", ".json": "application/json", ".csv": "text/csv"}
+
+
+def run_train(ctx: JobContext) -> JobOutcome:
+    settings = ctx.settings
+    params = ctx.params
+    source = resolve_source(params["dataset"], settings)
+    with tempfile.TemporaryDirectory(prefix="brainmri-train-") as tmp:
+        work = Path(tmp)
+        ctx.progress(0.0, {"stage": "listing dataset"})
+        files = list_dataset(source, settings)
+        source_fingerprint = fingerprint(files)
+        items = materialize(
+            files,
+            work / "data",
+            on_progress=lambda done, total: ctx.progress(
+                0.05 * done / total, {"stage": "downloading", "done": done, "total": total}
+            ),
+        )
+        ctx.progress(0.05, {"stage": "splitting"})
+        summary = build_dataset_from_items(
+            items,
+            work / "split",
+            val_frac=params.get("val_frac", 0.15),
+            test_frac=params.get("test_frac", 0.15),
+            seed=params.get("seed") or 42,
+            workers=settings.decode_workers,
+            progress=False,
+        )
+        config = make_config(
+            params.get("recipe", "simple"),
+            **{key: params.get(key) for key in TRAIN_OPTIONS},
+            device=settings.device,
+            decode_workers=settings.decode_workers,
+        )
+        hooks = TrainHooks(
+            on_epoch=lambda report: _epoch_progress(ctx, report),
+            should_stop=lambda: ctx.cancel_requested,
+        )
+        trainer = Trainer(
+            config,
+            read_manifest(work / "split" / "train.csv"),
+            read_manifest(work / "split" / "val.csv"),
+            work / "run",
+            hooks=hooks,
+            progress=False,
+            command=f"train job {ctx.job_id}",
+            name=settings.model_name,
+        )
+        try:
+            result = trainer.run()
+        except TrainingCancelled as exc:
+            raise JobCancelled(str(exc)) from exc
+        ctx.progress(0.87, {"stage": "evaluating on the held-out split"})
+        test_items = [
+            EvalItem(str(s.path), s.class_name, s.path)
+            for s in read_manifest(work / "split" / "test.csv")
+        ]
+        candidate = engine_for_bundle(settings, load_bundle(result.bundle_dir))
+        candidate_report = evaluate(
+            candidate,
+            test_items,
+            work / "eval-candidate",
+            threshold=candidate.metadata.default_threshold,
+        ).report
+        production_engine = ProductionModel(settings).engine()
+        production_report = evaluate(
+            production_engine,
+            test_items,
+            work / "eval-production",
+            threshold=production_engine.metadata.default_threshold,
+            plots_enabled=False,
+        ).report
+        ctx.check_cancelled()
+        decision = promotion_gate(
+            candidate_report,
+            production_report,
+            min_macro_f1_gain=settings.promotion_min_macro_f1_gain,
+            max_sensitivity_drop=settings.promotion_max_sensitivity_drop,
+        )
+        ctx.progress(0.95, {"stage": "registering"})
+        artifacts = {
+            path.name: ctx.store.put(
+                ctx.artifact_key(path.name),
+                path.read_bytes(),
+                CONTENT_TYPES.get(path.suffix, "application/octet-stream"),
+            )
+            for path in (work / "eval-candidate").iterdir()
+            if path.is_file()
+        }
+        for name in ("training_curves.png", "history.csv", "calibration.json"):
+            if (work / "run" / name).exists():
+                artifacts[name] = ctx.store.put(
+                    ctx.artifact_key(name),
+                    (work / "run" / name).read_bytes(),
+                    CONTENT_TYPES.get(Path(name).suffix, "text/plain"),
+                )
+        metrics = {
+            "test": {key: candidate_report.get(key) for key in METRIC_KEYS},
+            "production_on_same_test": {key: production_report.get(key) for key in METRIC_KEYS},
+            "production_version": production_engine.version,
+            "calibration": result.calibration,
+            "best_epoch": result.best_epoch,
+            "val_macro_f1": result.best_macro_f1,
+        }
+        promoted = _register(
+            ctx,
+            result.bundle_dir,
+            metrics,
+            source_fingerprint,
+            decision,
+            auto_promote=bool(params.get("auto_promote", True)),
+        )
+    version = candidate.version
+    return JobOutcome(
+        result={
+            "model_version": version,
+            "stage": ModelStage.PRODUCTION.value if promoted else ModelStage.CANDIDATE.value,
+            "promoted": promoted,
+            "gate": decision.reason,
+            "test_metrics": metrics["test"],
+            "production_metrics": metrics["production_on_same_test"],
+            "production_version": production_engine.version,
+            "epochs_run": result.epochs_run,
+            "best_epoch": result.best_epoch,
+            "training_seconds": round(result.seconds, 1),
+            "source_fingerprint": source_fingerprint,
+            "split": summary.counts,
+            "duplicates_dropped": summary.exact_duplicates_dropped,
+            "artifacts": {name: f"/v1/jobs/{ctx.job_id}/artifacts/{name}" for name in artifacts},
+        },
+        model_version=version,
+        artifacts=artifacts,
+    )
+
+
+def _epoch_progress(ctx: JobContext, report: EpochReport) -> None:
+    ctx.progress(
+        0.05 + 0.8 * report.epoch / report.epochs,
+        {
+            "stage": "training",
+            "epoch": report.epoch,
+            "epochs": report.epochs,
+            "train_loss": round(report.train_loss, 5),
+            "val_loss": round(report.val_loss, 5),
+            "val_acc": report.val_acc,
+            "val_macro_f1": report.val_macro_f1,
+            "val_auc": report.val_auc,
+            "seconds": round(report.seconds, 1),
+        },
+    )
+
+
+def _register(
+    ctx: JobContext,
+    bundle_dir: Path,
+    metrics: dict[str, Any],
+    source_fingerprint: str,
+    decision: Any,
+    *,
+    auto_promote: bool,
+) -> bool:
+    """Upload + record the candidate in one step; on any failure remove what was uploaded."""
+    settings = ctx.settings
+    promote_now = auto_promote and decision.promote
+    metadata = load_bundle(bundle_dir).metadata
+    try:
+        with session_scope(settings.resolved_database_url) as session:
+            row = register_bundle(
+                session,
+                ctx.store,
+                bundle_dir,
+                name=settings.model_name,
+                training_job_id=ctx.job_id,
+                metrics=metrics,
+                reason=f"gate: {decision.reason}",
+            )
+            row.data_fingerprint = source_fingerprint
+            if promote_now:
+                promote(
+                    session,
+                    version=row.version,
+                    by=f"gate (job {ctx.job_id})",
+                    reason=decision.reason,
+                )
+            elif not auto_promote:
+                row.stage_reason = f"auto-promotion off; gate would say: {decision.reason}"
+    except BaseException:
+        ctx.store.delete_prefix(bundle_prefix(settings.model_name, metadata.version))
+        raise
+    log.info(
+        "registered %s as %s: %s",
+        metadata.version,
+        "production" if promote_now else "candidate",
+        decision.reason,
+    )
+    return promote_now

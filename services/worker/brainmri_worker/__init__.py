@@ -1,0 +1,1 @@
+"""Celery worker service: runs prediction and evaluation jobs on the production model."""

@@ -1,0 +1,60 @@
+"""The process-wide Celery application of worker and trainer processes.
+
+Task modules are contributed by the service packages through the ``brainmri.tasks``
+entry-point group (queue name -> module), and only the modules for the queues this process
+consumes are loaded: a predict/evaluate worker never imports the trainer, and the embedded
+worker, which consumes every queue, loads both. Created on first import, never by the API
+(which only sends task names, see :mod:`brainmri.jobs.enqueue`).
+"""
+
+from __future__ import annotations
+
+import logging
+from importlib.metadata import entry_points
+
+from celery import signals
+
+from brainmri.config import get_settings
+from brainmri.devices import apply_device_tips, resolve_device
+from brainmri.jobs.celery_app import create_celery
+from brainmri.jobs.reaper import ReaperThread
+from brainmri.logs import configure_logging
+
+log = logging.getLogger(__name__)
+settings = get_settings()
+
+
+def task_modules(queues: list[str]) -> list[str]:
+    modules: list[str] = []
+    for entry in entry_points(group="brainmri.tasks"):
+        if entry.name in queues and entry.value not in modules:
+            modules.append(entry.value)
+    return modules
+
+
+app = create_celery(settings, include=task_modules(settings.worker_queue_list))
+_reaper: ReaperThread | None = None
+
+
+@signals.setup_logging.connect
+def _logging(**_: object) -> None:
+    configure_logging(settings.log_level, settings.log_format)
+
+
+@signals.worker_process_init.connect
+def _process_init(**_: object) -> None:
+    apply_device_tips(resolve_device(settings.device))
+
+
+@signals.worker_ready.connect
+def _start_reaper(**_: object) -> None:
+    global _reaper
+    _reaper = ReaperThread(settings, app)
+    _reaper.start()
+    log.info("worker ready on queues %s", ",".join(settings.worker_queue_list))
+
+
+@signals.worker_shutdown.connect
+def _stop_reaper(**_: object) -> None:
+    if _reaper is not None:
+        _reaper.stop()

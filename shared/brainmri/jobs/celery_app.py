@@ -1,0 +1,66 @@
+"""The Celery application factory (one configuration for every process)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from celery import Celery
+from kombu import Queue
+
+from brainmri.config import Settings
+from brainmri.jobs.names import ALL_QUEUES, TASK_ROUTES
+
+
+def create_celery(settings: Settings, *, include: Sequence[str] = ()) -> Celery:
+    """Celery configured for long, idempotent jobs.
+
+    * ids only travel through the broker (the job row holds everything else);
+    * ``acks_late`` + ``reject_on_worker_lost``: a message is acknowledged only after its job
+      finished, and requeued if the worker process dies;
+    * prefetch 1, because jobs are long and uneven;
+    * Redis visibility timeout longer than the longest task, so a running task is never
+      handed to a second worker (the database claim guards that case anyway).
+    """
+    app = Celery("brainmri", broker=settings.resolved_broker_url, include=list(include))
+    app.conf.update(
+        task_routes=TASK_ROUTES,
+        task_queues=[Queue(name) for name in ALL_QUEUES],
+        task_default_queue="predict",
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_ignore_result=True,
+        task_store_errors_even_if_ignored=False,
+        task_serializer="json",
+        accept_content=["json"],
+        timezone="UTC",
+        enable_utc=True,
+        worker_hijack_root_logger=False,
+        worker_send_task_events=False,
+        broker_connection_retry_on_startup=True,
+        broker_connection_timeout=5,
+    )
+    if settings.embedded:
+        spool = settings.broker_spool_dir
+        for folder in ("queue", "processed", "control"):
+            (spool / folder).mkdir(parents=True, exist_ok=True)
+        app.conf.update(
+            broker_transport_options={
+                "data_folder_in": str(spool / "queue"),
+                "data_folder_out": str(spool / "queue"),
+                "processed_folder": str(spool / "processed"),
+                "control_folder": str(spool / "control"),
+                "store_processed": False,
+                "polling_interval": settings.broker_poll_interval,
+            },
+            worker_enable_remote_control=False,
+        )
+    else:
+        app.conf.update(
+            broker_transport_options={
+                "visibility_timeout": settings.broker_visibility_timeout,
+                "socket_timeout": 5,
+                "socket_connect_timeout": 5,
+            },
+        )
+    return app

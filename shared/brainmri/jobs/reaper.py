@@ -1,0 +1,62 @@
+"""Gives jobs of dead workers and lost broker messages back to the queue."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import timedelta
+
+from celery import Celery
+
+from brainmri.config import Settings
+from brainmri.db.jobs import ReapResult, reap
+from brainmri.db.session import session_scope
+from brainmri.db.types import utcnow
+from brainmri.jobs.enqueue import send_job
+
+log = logging.getLogger(__name__)
+
+
+def reap_once(settings: Settings, app: Celery) -> ReapResult:
+    """One pass: requeue stale or lost jobs (after the transaction commits), fail poison jobs."""
+    now = utcnow()
+    with session_scope(settings.resolved_database_url) as session:
+        result = reap(
+            session,
+            stale_before=now - timedelta(seconds=settings.job_stale_after_seconds),
+            queued_before=now - timedelta(seconds=settings.requeue_queued_after_seconds),
+            max_attempts=settings.job_max_attempts,
+        )
+    for job_id, kind in result.requeue:
+        try:
+            send_job(app, job_id=job_id, kind=kind)
+            log.warning(
+                "requeued job %s (%s): its worker stopped heartbeating or its message was lost",
+                job_id,
+                kind,
+            )
+        except Exception:  # the next pass re-sends it once requeue_queued_after has passed
+            log.exception("could not requeue job %s", job_id)
+    for job_id in result.failed:
+        log.error("job %s failed: it stopped %d workers", job_id, settings.job_max_attempts)
+    return result
+
+
+class ReaperThread(threading.Thread):
+    """Runs :func:`reap_once` every ``reaper_interval_seconds`` until stopped."""
+
+    def __init__(self, settings: Settings, app: Celery) -> None:
+        super().__init__(name="job-reaper", daemon=True)
+        self.settings = settings
+        self.app = app
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop_event.wait(self.settings.reaper_interval_seconds):
+            try:
+                reap_once(self.settings, self.app)
+            except Exception:
+                log.exception("reaper pass failed")
+
+    def stop(self) -> None:
+        self._stop_event.set()

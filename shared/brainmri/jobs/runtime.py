@@ -1,0 +1,285 @@
+"""The one decorator every job task uses, and the context a job body runs in.
+
+``job_task`` turns ``body(ctx) -> JobOutcome`` into a Celery task that:
+
+1. claims the job row (a duplicate delivery, a cancelled job or a finished job is a no-op);
+2. heartbeats in a background thread while the body runs and notices cancel requests;
+3. records success - result, predictions, artifacts and model version - in one transaction,
+   guarded by the claim's attempt number;
+4. maps failures by type: input errors fail the job at once, object-store outages are retried
+   with exponential backoff (then fail as ``retryable``), time limits and unexpected errors fail
+   it with a clear code; artifacts of a failed or cancelled job are removed.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from celery import Celery, Task
+from celery.exceptions import SoftTimeLimitExceeded
+
+from brainmri.config import Settings, get_settings
+from brainmri.db.jobs import (
+    claim_job,
+    complete_job,
+    fail_job,
+    heartbeat,
+    release_for_retry,
+)
+from brainmri.db.models import Job, JobStatus
+from brainmri.db.session import session_scope
+from brainmri.db.types import utcnow
+from brainmri.errors import BrainMRIError, InputError
+from brainmri.logs import job_log_context
+from brainmri.storage import ObjectStore, StorageUnavailableError, open_store
+
+log = logging.getLogger(__name__)
+
+
+class JobCancelled(BrainMRIError):
+    code = "cancelled"
+
+
+class JobOwnershipLost(BrainMRIError):
+    """Another worker took the job over (this one was presumed dead)."""
+
+    code = "ownership_lost"
+
+
+@dataclass
+class JobOutcome:
+    result: dict[str, Any]
+    model_version: str | None = None
+    predictions: list[dict[str, Any]] = field(default_factory=list)
+    artifacts: dict[str, str] = field(default_factory=dict)
+    inference_ms_per_image: float | None = None
+
+
+def artifact_prefix(job_id: str) -> str:
+    return f"artifacts/{job_id}/"
+
+
+class JobContext:
+    """What a job body may use: its row's params, the store, progress and cancellation."""
+
+    def __init__(self, settings: Settings, job: Job, attempt: int) -> None:
+        self.settings = settings
+        self.job_id = job.id
+        self.kind = job.kind
+        self.params: dict[str, Any] = dict(job.params or {})
+        self.input_uri = job.input_uri
+        self.owner = job.owner
+        self.attempt = attempt
+        self._store: ObjectStore | None = None
+        self._cancel = threading.Event()
+        self._lost = threading.Event()
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._pending: tuple[float | None, dict[str, Any] | None] = (None, None)
+        self._last_write = 0.0
+        self._thread: threading.Thread | None = None
+
+    @property
+    def store(self) -> ObjectStore:
+        if self._store is None:
+            self._store = open_store(self.settings)
+        return self._store
+
+    def artifact_key(self, name: str) -> str:
+        return artifact_prefix(self.job_id) + name
+
+    # --- progress, heartbeat, cancellation -----------------------------------------------------
+    def progress(self, fraction: float, detail: dict[str, Any] | None = None) -> None:
+        """Record progress; written at most twice a second (and by every heartbeat)."""
+        with self._lock:
+            self._pending = (fraction, detail if detail is not None else self._pending[1])
+        if time.monotonic() - self._last_write >= 0.5:
+            self._beat()
+        self.check_cancelled()
+
+    def check_cancelled(self) -> None:
+        if self._lost.is_set():
+            raise JobOwnershipLost(f"job {self.job_id} was taken over by another worker")
+        if self._cancel.is_set():
+            raise JobCancelled(f"job {self.job_id} was cancelled")
+
+    @property
+    def cancel_requested(self) -> bool:
+        return self._cancel.is_set() or self._lost.is_set()
+
+    def _beat(self) -> None:
+        with self._lock:
+            fraction, detail = self._pending
+        try:
+            with session_scope(self.settings.resolved_database_url) as session:
+                state = heartbeat(
+                    session,
+                    job_id=self.job_id,
+                    attempt=self.attempt,
+                    progress=fraction,
+                    detail=detail,
+                )
+        except Exception:  # a missed heartbeat is not fatal; the next one may succeed
+            log.warning("heartbeat failed for job %s", self.job_id, exc_info=True)
+            return
+        self._last_write = time.monotonic()
+        if not state.owned:
+            self._lost.set()
+        if state.cancel_requested:
+            self._cancel.set()
+
+    def start_heartbeat(self) -> None:
+        def loop() -> None:
+            with job_log_context(self.job_id):
+                while not self._stop.wait(self.settings.job_heartbeat_seconds):
+                    self._beat()
+
+        self._thread = threading.Thread(target=loop, name=f"heartbeat-{self.job_id}", daemon=True)
+        self._thread.start()
+
+    def stop_heartbeat(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+
+JobBody = Callable[[JobContext], JobOutcome]
+
+
+def job_task(
+    app: Celery, *, name: str, time_limit: Callable[[Settings], int]
+) -> Callable[[JobBody], Task]:
+    """Register ``body`` as the Celery task ``name`` with the project's job semantics."""
+    settings = get_settings()
+    hard = time_limit(settings)
+
+    def decorator(body: JobBody) -> Task:
+        @app.task(
+            name=name,
+            bind=True,
+            acks_late=True,
+            reject_on_worker_lost=True,
+            time_limit=hard,
+            soft_time_limit=max(1, hard - 15),
+            max_retries=settings.storage_max_retries,
+        )
+        def task(self: Task, job_id: str) -> None:
+            with job_log_context(job_id):
+                _run_job(self, body, job_id)
+
+        return task
+
+    return decorator
+
+
+def _run_job(task: Task, body: JobBody, job_id: str) -> None:
+    settings = get_settings()
+    url = settings.resolved_database_url
+    worker = f"{socket.gethostname()}:{task.request.hostname or 'worker'}"
+    stale_before = utcnow() - timedelta(seconds=settings.job_stale_after_seconds)
+    with session_scope(url) as session:
+        claim = claim_job(
+            session,
+            job_id=job_id,
+            worker=worker,
+            stale_before=stale_before,
+            max_attempts=settings.job_max_attempts,
+        )
+        if claim is None:
+            log.info("job not claimable (finished, cancelled, taken or out of attempts)")
+            return
+        ctx = JobContext(settings, claim.job, claim.attempt)
+    log.info("job started: kind=%s attempt=%d", ctx.kind, ctx.attempt)
+    started = time.perf_counter()
+    ctx.start_heartbeat()
+    try:
+        outcome = body(ctx)
+        ctx.stop_heartbeat()
+        with session_scope(url) as session:
+            done = complete_job(
+                session,
+                job_id=job_id,
+                attempt=ctx.attempt,
+                result=outcome.result,
+                model_version=outcome.model_version,
+                predictions=outcome.predictions,
+                artifacts=outcome.artifacts,
+                inference_ms_per_image=outcome.inference_ms_per_image,
+            )
+        if done:
+            log.info("job succeeded in %.2fs", time.perf_counter() - started)
+        else:
+            log.warning("job result discarded: this worker no longer owns the job")
+    except JobOwnershipLost:
+        log.warning("job taken over by another worker; stopping without writing")
+    except JobCancelled:
+        _finish(ctx, JobStatus.CANCELLED, "cancelled", "cancelled by request")
+    except InputError as exc:
+        _finish(ctx, JobStatus.FAILED, exc.code, str(exc))
+    except StorageUnavailableError as exc:
+        if task.request.retries < settings.storage_max_retries:
+            countdown = min(60.0, 2.0**task.request.retries)
+            log.warning(
+                "object store unavailable (%s); retry %d in %.0fs",
+                exc,
+                task.request.retries + 1,
+                countdown,
+            )
+            ctx.stop_heartbeat()
+            with session_scope(url) as session:
+                release_for_retry(session, job_id=job_id, attempt=ctx.attempt)
+            raise task.retry(exc=exc, countdown=countdown) from exc
+        _finish(
+            ctx,
+            JobStatus.FAILED,
+            exc.code,
+            f"{exc} (gave up after {settings.storage_max_retries} retries)",
+            retryable=True,
+        )
+    except SoftTimeLimitExceeded:
+        _finish(
+            ctx,
+            JobStatus.FAILED,
+            "time_limit_exceeded",
+            f"the {ctx.kind} job exceeded its time limit",
+        )
+    except BrainMRIError as exc:
+        _finish(ctx, JobStatus.FAILED, exc.code, str(exc))
+    except Exception as exc:
+        log.exception("job crashed")
+        _finish(
+            ctx,
+            JobStatus.FAILED,
+            "internal_error",
+            f"{type(exc).__name__} in the worker; see its logs for job {job_id}",
+        )
+    finally:
+        ctx.stop_heartbeat()
+
+
+def _finish(
+    ctx: JobContext, status: JobStatus, code: str, message: str, *, retryable: bool = False
+) -> None:
+    ctx.stop_heartbeat()
+    try:
+        ctx.store.delete_prefix(artifact_prefix(ctx.job_id))
+    except (StorageUnavailableError, OSError):
+        log.warning("could not remove artifacts of the unfinished job", exc_info=True)
+    with session_scope(ctx.settings.resolved_database_url) as session:
+        fail_job(
+            session,
+            job_id=ctx.job_id,
+            attempt=ctx.attempt,
+            code=code,
+            message=message,
+            retryable=retryable,
+            status=status,
+        )
+    log.info("job %s: %s", status.value, code)

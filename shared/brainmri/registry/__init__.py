@@ -1,0 +1,1 @@
+"""The model registry: bundles in the object store, versions and stages in the database."""

@@ -1,0 +1,210 @@
+"""Registering, promoting and rolling back model versions.
+
+Bundle files live in the service's object store under ``models/<name>/<version>/`` and their
+sha256 digests are recorded in the ``model_versions`` row when registered; workers verify
+them before loading. Exactly one ``production`` row per model name is enforced by a partial
+unique index, so two racing promotions cannot both win: the loser gets a conflict.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from brainmri.db.models import ModelStage, ModelVersion
+from brainmri.db.types import utcnow
+from brainmri.errors import BrainMRIError
+from brainmri.models.bundle import METADATA_FILE, read_metadata, sha256_file
+from brainmri.storage import ObjectStore
+
+log = logging.getLogger(__name__)
+MODELS_PREFIX = "models"
+
+
+class RegistryConflictError(BrainMRIError):
+    code = "registry_conflict"
+
+
+class ModelVersionNotFoundError(BrainMRIError):
+    code = "model_version_not_found"
+
+
+def bundle_prefix(name: str, version: str) -> str:
+    return f"{MODELS_PREFIX}/{name}/{version}/"
+
+
+def register_bundle(
+    session: Session,
+    store: ObjectStore,
+    bundle_dir: Path,
+    *,
+    name: str,
+    stage: ModelStage = ModelStage.CANDIDATE,
+    training_job_id: str | None = None,
+    reason: str | None = None,
+    metrics: dict[str, Any] | None = None,
+    by: str | None = None,
+) -> ModelVersion:
+    """Upload a bundle folder and record it; the row is added only after every file is stored."""
+    metadata = read_metadata(bundle_dir)
+    if not metadata.version:
+        raise BrainMRIError(f"{bundle_dir} has no version in its metadata")
+    existing = session.get(ModelVersion, metadata.version)
+    if existing is not None:
+        return existing
+    prefix = bundle_prefix(name, metadata.version)
+    digests: dict[str, str] = {}
+    for filename in (metadata.weights_file, METADATA_FILE):
+        path = Path(bundle_dir) / filename
+        digests[filename] = sha256_file(path)
+        store.put(
+            prefix + filename,
+            path.read_bytes(),
+            "application/json" if filename.endswith(".json") else "application/octet-stream",
+        )
+    row = ModelVersion(
+        version=metadata.version,
+        name=name,
+        arch=metadata.arch,
+        stage=ModelStage.CANDIDATE,
+        metrics=metrics if metrics is not None else metadata.metrics,
+        data_fingerprint=metadata.data_fingerprint,
+        training_job_id=training_job_id,
+        artifact_prefix=prefix,
+        artifact_sha256=digests,
+        stage_reason=reason,
+        created_at=utcnow(),
+    )
+    session.add(row)
+    session.flush()
+    if stage == ModelStage.PRODUCTION:
+        promote(session, version=row.version, by=by or "system", reason=reason)
+    return row
+
+
+def production(session: Session, name: str) -> ModelVersion | None:
+    return session.scalars(
+        select(ModelVersion).where(
+            ModelVersion.name == name, ModelVersion.stage == ModelStage.PRODUCTION
+        )
+    ).first()
+
+
+def production_version_id(session: Session, name: str) -> str | None:
+    """The cheap check workers run to follow promotions."""
+    return session.scalar(
+        select(ModelVersion.version).where(
+            ModelVersion.name == name, ModelVersion.stage == ModelStage.PRODUCTION
+        )
+    )
+
+
+def get_version(session: Session, version: str) -> ModelVersion:
+    row = session.get(ModelVersion, version)
+    if row is None:
+        raise ModelVersionNotFoundError(f"no model version {version!r}")
+    return row
+
+
+def list_versions(session: Session, name: str | None = None) -> list[ModelVersion]:
+    query = select(ModelVersion).order_by(ModelVersion.created_at.desc())
+    if name:
+        query = query.where(ModelVersion.name == name)
+    return list(session.scalars(query).all())
+
+
+def promote(session: Session, *, version: str, by: str, reason: str | None = None) -> ModelVersion:
+    """Make ``version`` production and archive the current one, in the caller's transaction."""
+    target = get_version(session, version)
+    current = session.scalars(
+        select(ModelVersion)
+        .where(ModelVersion.name == target.name, ModelVersion.stage == ModelStage.PRODUCTION)
+        .with_for_update()
+    ).first()
+    if current is not None and current.version == target.version:
+        return target
+    try:
+        if current is not None:
+            current.stage = ModelStage.ARCHIVED
+            current.stage_reason = f"replaced by {target.version}"
+            session.flush()
+        target.stage = ModelStage.PRODUCTION
+        target.promoted_at = utcnow()
+        target.promoted_by = by
+        target.stage_reason = reason or "promoted"
+        session.flush()
+    except IntegrityError as exc:
+        raise RegistryConflictError(
+            "another promotion of this model happened at the same time; retry"
+        ) from exc
+    log.info(
+        "promoted %s to production (was %s) by %s",
+        target.version,
+        current.version if current else None,
+        by,
+    )
+    return target
+
+
+def rollback(session: Session, *, name: str, by: str) -> ModelVersion:
+    """Return production to the most recently promoted earlier version."""
+    current = production(session, name)
+    previous = session.scalars(
+        select(ModelVersion)
+        .where(
+            ModelVersion.name == name,
+            ModelVersion.stage == ModelStage.ARCHIVED,
+            ModelVersion.promoted_at.is_not(None),
+        )
+        .order_by(ModelVersion.promoted_at.desc())
+    ).first()
+    if previous is None:
+        raise ModelVersionNotFoundError(f"{name} has no earlier production version to roll back to")
+    promoted = promote(
+        session,
+        version=previous.version,
+        by=by,
+        reason=f"rollback from {current.version if current else 'none'}",
+    )
+    if current is not None:
+        current.stage_reason = f"rolled back by {by}"
+    return promoted
+
+
+def ensure_production_model(
+    session: Session, store: ObjectStore, *, name: str, default_bundle: Path
+) -> ModelVersion:
+    """Register the shipped model as the first production version when none exists."""
+    row = production(session, name)
+    if row is not None:
+        return row
+    metadata = read_metadata(default_bundle)
+    try:
+        with session.begin_nested():  # another process may be registering it right now
+            existing = session.get(ModelVersion, metadata.version)
+            if existing is not None:
+                return promote(
+                    session,
+                    version=existing.version,
+                    by="system",
+                    reason="no production version; re-promoted the shipped model",
+                )
+            return register_bundle(
+                session,
+                store,
+                default_bundle,
+                name=name,
+                stage=ModelStage.PRODUCTION,
+                by="system",
+                reason="shipped default model, registered on first start",
+            )
+    except (IntegrityError, RegistryConflictError):
+        row = production(session, name)
+        if row is None:
+            raise
+        return row

@@ -1,0 +1,167 @@
+"""Server-side data sources named in requests, checked against the configured allow-list.
+
+A source is a local folder (or file) under one of ``BRAINMRI_ALLOWED_ROOTS``, or an S3 prefix
+(``s3://bucket/prefix/``) under one of the allowed ``s3://`` roots. Nothing else is read: no
+path on the server is reachable through the API unless an operator listed its root. Local
+paths are resolved (symlinks included) before the check, and every file found under an allowed
+folder is checked again, so a symlink cannot lead out of the root.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Literal
+
+from brainmri.config import Settings
+from brainmri.data.labels import canonical_class
+from brainmri.errors import DatasetError, PathNotAllowedError
+from brainmri.evaluation.report import EvalItem
+from brainmri.imaging.inputs import read_file_limited
+from brainmri.imaging.limits import InputLimits
+from brainmri.storage import ObjectStore
+from brainmri.storage.factory import store_for_uri
+
+
+@dataclass(frozen=True, slots=True)
+class DataSource:
+    kind: Literal["local", "s3"]
+    uri: str  # normalised: an absolute path, or s3://bucket/prefix/
+    root: str  # the allowed root it lies under
+
+
+def _s3_roots(settings: Settings) -> list[str]:
+    return [r.rstrip("/") + "/" for r in settings.allowed_root_list if r.startswith("s3://")]
+
+
+def _local_roots(settings: Settings) -> list[Path]:
+    return [
+        Path(r).expanduser().resolve()
+        for r in settings.allowed_root_list
+        if not r.startswith("s3://")
+    ]
+
+
+def resolve_source(source: str, settings: Settings) -> DataSource:
+    """Normalise ``source`` and check it against the allow-list (PathNotAllowedError if not)."""
+    source = (source or "").strip()
+    if not source:
+        raise PathNotAllowedError("a source is required")
+    if source.startswith("s3://"):
+        normalised = source.rstrip("/") + "/"
+        bucket_and_key = normalised[len("s3://") :]
+        if ".." in PurePosixPath(bucket_and_key).parts or not bucket_and_key.split("/")[0]:
+            raise PathNotAllowedError(f"{source!r} is not a valid s3:// prefix")
+        for root in _s3_roots(settings):
+            if normalised.startswith(root):
+                return DataSource("s3", normalised, root)
+        raise PathNotAllowedError(
+            f"{source!r} is not under an allowed root (configure BRAINMRI_ALLOWED_ROOTS)"
+        )
+    if "://" in source:
+        raise PathNotAllowedError(f"unsupported source scheme in {source!r}; use a folder or s3://")
+    path = Path(source).expanduser().resolve()
+    for root in _local_roots(settings):
+        if path == root or root in path.parents:
+            return DataSource("local", str(path), str(root))
+    raise PathNotAllowedError(
+        f"{source!r} is not under an allowed root (configure BRAINMRI_ALLOWED_ROOTS)"
+    )
+
+
+def _label_from_parents(parts: Sequence[str]) -> str | None:
+    return next((canonical_class(part) for part in reversed(parts) if canonical_class(part)), None)
+
+
+def list_source_items(
+    source: DataSource,
+    settings: Settings,
+    *,
+    recursive: bool = True,
+    limits: InputLimits | None = None,
+) -> list[EvalItem]:
+    """Every file under the source with its label from the nearest class-named folder."""
+    limits = limits or InputLimits.from_settings(settings)
+    if source.kind == "local":
+        return _local_items(Path(source.uri), Path(source.root), recursive, limits)
+    return _s3_items(source, settings, recursive, limits)
+
+
+def _local_items(folder: Path, root: Path, recursive: bool, limits: InputLimits) -> list[EvalItem]:
+    if folder.is_file():
+        files = [folder]
+    elif folder.is_dir():
+        files = sorted(
+            p for p in (folder.rglob("*") if recursive else folder.iterdir()) if p.is_file()
+        )
+    else:
+        raise DatasetError(f"{folder} does not exist")
+    items = []
+    for path in files:
+        resolved = path.resolve()
+        if root not in resolved.parents:
+            continue  # a symlink pointing out of the allowed root
+        relative = path.relative_to(folder) if folder.is_dir() else Path(path.name)
+        if any(part.startswith(".") for part in relative.parts):
+            continue
+        label = _label_from_parents(path.relative_to(root).parts[:-1])
+        items.append(EvalItem(str(path), label, _file_loader(resolved, limits)))
+    return items
+
+
+def _file_loader(path: Path, limits: InputLimits):  # type: ignore[no-untyped-def]
+    return lambda: read_file_limited(path, limits)
+
+
+def _s3_items(
+    source: DataSource, settings: Settings, recursive: bool, limits: InputLimits
+) -> list[EvalItem]:
+    bucket, _, prefix = source.uri[len("s3://") :].partition("/")
+    store = store_for_uri(f"s3://{bucket}", settings)
+    items = []
+    for info in store.list(prefix):
+        relative = info.key[len(prefix) :]
+        if not recursive and "/" in relative:
+            continue
+        parts = PurePosixPath(info.key).parts
+        if any(part.startswith(".") for part in parts):
+            continue
+        items.append(
+            EvalItem(
+                f"s3://{bucket}/{info.key}",
+                _label_from_parents(parts[:-1]),
+                _s3_loader(store, info.key, limits),
+            )
+        )
+    return items
+
+
+def _s3_loader(store: ObjectStore, key: str, limits: InputLimits):  # type: ignore[no-untyped-def]
+    return lambda: store.get(key, max_bytes=limits.max_bytes)
+
+
+def balanced_sample(items: Sequence[EvalItem], limit: int, *, seed: int = 0) -> list[EvalItem]:
+    """At most ``limit`` items, taken round-robin across classes from seeded shuffles.
+
+    (The original took the first N sorted paths, which is one class only.)
+    """
+    if limit <= 0 or limit >= len(items):
+        return list(items)
+    by_class: dict[str | None, list[EvalItem]] = defaultdict(list)
+    for item in items:
+        by_class[item.true_class].append(item)
+    rng = random.Random(seed)
+    pools = []
+    for key in sorted(by_class, key=lambda k: (k is None, k or "")):
+        pool = list(by_class[key])
+        rng.shuffle(pool)
+        pools.append(pool)
+    chosen: list[EvalItem] = []
+    while len(chosen) < limit:
+        for pool in pools:
+            if pool and len(chosen) < limit:
+                chosen.append(pool.pop())
+    return sorted(chosen, key=lambda item: item.name)

@@ -1,0 +1,321 @@
+"""Real infrastructure for platform tests: a private Postgres database, Redis, moto's S3
+server on loopback, worker processes and a private Redis for restart tests."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg2
+import pytest
+import redis as redis_lib
+
+from brainmri.config import Settings
+from brainmri.db.migrate import upgrade
+from tests.conftest import make_bundle, need
+
+PG_ADMIN = os.environ.get("BRAINMRI_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+REDIS_BASE = os.environ.get("BRAINMRI_TEST_REDIS", "redis://127.0.0.1:6379")
+FAST_JOB_SETTINGS = {
+    "BRAINMRI_JOB_HEARTBEAT_SECONDS": "0.5",
+    "BRAINMRI_JOB_STALE_AFTER_SECONDS": "3",
+    "BRAINMRI_REAPER_INTERVAL_SECONDS": "1",
+    "BRAINMRI_MODEL_CHECK_SECONDS": "0.5",
+    "BRAINMRI_STORAGE_MAX_RETRIES": "2",
+    "BRAINMRI_LOG_FORMAT": "text",
+}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _pg_available() -> bool:
+    try:
+        psycopg2.connect(PG_ADMIN, connect_timeout=3).close()
+        return True
+    except psycopg2.OperationalError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A fresh database for this test session, migrated to head, dropped afterwards."""
+    need(_pg_available(), f"PostgreSQL not reachable at {PG_ADMIN}")
+    name = f"brainmri_test_{uuid.uuid4().hex[:10]}"
+    admin = psycopg2.connect(PG_ADMIN)
+    admin.autocommit = True
+    with admin.cursor() as cursor:
+        cursor.execute(f'CREATE DATABASE "{name}"')
+    base = PG_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg2://")
+    url = f"{base}/{name}"
+    upgrade(url)
+    yield url
+    from brainmri.db.session import get_engine
+
+    get_engine(url).dispose()
+    with admin.cursor() as cursor:
+        cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    admin.close()
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """A Redis database index of the shared server, emptied for this session."""
+    try:
+        client = redis_lib.Redis.from_url(f"{REDIS_BASE}/0", socket_connect_timeout=2)
+        client.ping()
+    except redis_lib.RedisError:
+        need(False, f"Redis not reachable at {REDIS_BASE}")
+    index = 11
+    url = f"{REDIS_BASE}/{index}"
+    redis_lib.Redis.from_url(url).flushdb()
+    return url
+
+
+class S3Server:
+    def __init__(self) -> None:
+        from moto.server import ThreadedMotoServer
+
+        self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=free_port(), verbose=False)
+        self.server.start()
+        host, port = self.server.get_host_and_port()
+        self.endpoint = f"{host}:{port}"
+
+    def client(self):  # type: ignore[no-untyped-def]
+        from minio import Minio
+
+        return Minio(
+            self.endpoint,
+            access_key="test",
+            secret_key="test-secret",
+            secure=False,
+            region="us-east-1",
+        )
+
+    def make_bucket(self, name: str) -> str:
+        client = self.client()
+        if not client.bucket_exists(name):
+            client.make_bucket(name)
+        return name
+
+    def keys(self, bucket: str, prefix: str = "") -> list[str]:
+        return sorted(
+            o.object_name for o in self.client().list_objects(bucket, prefix=prefix, recursive=True)
+        )
+
+    def stop(self) -> None:
+        self.server.stop()
+
+
+@pytest.fixture(scope="session")
+def s3() -> Iterator[S3Server]:
+    server = S3Server()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def service_bucket(s3: S3Server) -> str:
+    """The one bucket of the session's deployment (it pairs with the session's database, as
+    the model registry rows point at objects in it)."""
+    return s3.make_bucket("brainmri")
+
+
+@pytest.fixture(scope="session")
+def platform_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    directory = tmp_path_factory.mktemp("platform-bundle") / "model"
+    make_bundle(directory, img_size=64, seed=1)
+    return directory
+
+
+def services_env(
+    *,
+    postgres_url: str,
+    redis_url: str,
+    s3: S3Server,
+    bucket: str,
+    data_dir: Path,
+    bundle: Path,
+    allowed_roots: str = "",
+    api_keys: str = "",
+    extra: dict[str, str] | None = None,
+) -> dict[str, str]:
+    """Environment of a services-mode process (API or worker) for one test module."""
+    env = {
+        "BRAINMRI_DATABASE_URL": postgres_url,
+        "BRAINMRI_BROKER_URL": redis_url,
+        "BRAINMRI_OBJECT_STORE_URL": f"s3://{bucket}",
+        "BRAINMRI_S3_ENDPOINT": s3.endpoint,
+        "BRAINMRI_S3_ACCESS_KEY": "test",
+        "BRAINMRI_S3_SECRET_KEY": "test-secret",
+        "BRAINMRI_DATA_DIR": str(data_dir),
+        "BRAINMRI_MODEL_DIR": str(bundle),
+        "BRAINMRI_ALLOWED_ROOTS": allowed_roots,
+        "BRAINMRI_API_KEYS": api_keys,
+        "BRAINMRI_DECODE_WORKERS": "1",
+        **FAST_JOB_SETTINGS,
+        **(extra or {}),
+    }
+    return env
+
+
+def settings_from_env(env: dict[str, str]) -> Settings:
+    """Settings exactly as a process with ``env`` would read them."""
+    saved = dict(os.environ)
+    try:
+        os.environ.update(env)
+        return Settings()
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+class WorkerProcess:
+    """A real ``brainmri worker`` in its own process group, logging to a file."""
+
+    def __init__(
+        self,
+        env: dict[str, str],
+        log_path: Path,
+        queues: str = "predict,evaluate",
+        pool: str = "prefork",
+    ) -> None:
+        self.env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
+        self.log_path = log_path
+        self.queues = queues
+        self.pool = pool
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 90.0) -> WorkerProcess:
+        self._log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "brainmri.cli.main",
+                "worker",
+                "--queues",
+                self.queues,
+                "--pool",
+                self.pool,
+            ],
+            env=self.env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout
+        offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"worker exited: {self.log_path.read_text()[-3000:]}")
+            text = self.log_path.read_bytes()[max(0, offset - 20000) :].decode(errors="replace")
+            if "worker ready on queues" in text and " ready." in text:
+                return self
+            time.sleep(0.2)
+        raise RuntimeError(f"worker not ready: {self.log_path.read_text()[-3000:]}")
+
+    def kill(self) -> None:
+        """SIGKILL the whole worker (main and pool processes): a crash, not a shutdown."""
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        if getattr(self, "_log", None):
+            self._log.close()
+
+
+class PrivateRedis:
+    """A redis-server on its own port with AOF persistence, for restart tests."""
+
+    def __init__(self, directory: Path, *, appendonly: bool = True) -> None:
+        self.binary = shutil.which("redis-server")
+        self.directory = directory
+        self.port = free_port()
+        self.appendonly = appendonly
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> PrivateRedis:
+        assert self.binary
+        self.directory.mkdir(parents=True, exist_ok=True)
+        args = [
+            self.binary,
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(self.directory),
+            "--save",
+            "",
+            "--appendonly",
+            "yes" if self.appendonly else "no",
+            "--appendfsync",
+            "always",
+        ]
+        self.process = subprocess.Popen(
+            args,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        client = redis_lib.Redis.from_url(self.url)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                client.ping()
+                return self
+            except redis_lib.ConnectionError:
+                time.sleep(0.1)
+        raise RuntimeError("private redis did not start")
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=20)
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
+    need(shutil.which("redis-server") is not None, "redis-server binary not installed")
+    server = PrivateRedis(tmp_path / "redis").start()
+    yield server
+    server.stop()
+
+
+def wait_for_job(
+    client,
+    job_id: str,
+    headers: dict[str, str],
+    *,
+    timeout: float = 120.0,
+    until: tuple[str, ...] = ("succeeded", "failed", "cancelled"),
+) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        body = client.get(f"/v1/jobs/{job_id}", headers=headers).json()
+        if body.get("status") in until:
+            return body
+        time.sleep(0.1)
+    raise AssertionError(f"job {job_id} did not reach {until}: {body}")

@@ -1,0 +1,216 @@
+"""Job state machine on real PostgreSQL and SQLite: claims, fencing, reaping, cancel."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import func, select
+
+from brainmri.db.jobs import (
+    claim_job,
+    complete_job,
+    create_job,
+    fail_job,
+    heartbeat,
+    reap,
+    release_for_retry,
+    request_cancel,
+)
+from brainmri.db.migrate import upgrade
+from brainmri.db.models import Base, Job, Prediction
+from brainmri.db.session import get_engine, session_scope
+from brainmri.db.types import utcnow
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'jobs.db'}"
+        upgrade(url)
+        return url
+    return request.getfixturevalue("postgres_url")
+
+
+def _new_job(url: str, kind: str = "predict") -> str:
+    job_id = str(uuid.uuid4())
+    with session_scope(url) as session:
+        create_job(session, job_id=job_id, kind=kind, owner="owner-a", params={"tta": False})
+    return job_id
+
+
+def _claim(
+    url: str, job_id: str, worker: str = "w1", stale_seconds: float = 30.0, max_attempts: int = 3
+):
+    with session_scope(url) as session:
+        claim = claim_job(
+            session,
+            job_id=job_id,
+            worker=worker,
+            stale_before=utcnow() - timedelta(seconds=stale_seconds),
+            max_attempts=max_attempts,
+        )
+        return None if claim is None else claim.attempt
+
+
+def _row(job_id: str) -> dict:
+    return {
+        "item_index": 0,
+        "input_uri": "s3://b/k",
+        "sha256": "0" * 64,
+        "class_probs": {"no_tumor": 0.9, "glioma": 0.1},
+        "predicted_class": "no_tumor",
+        "tumor_prob": 0.1,
+        "threshold": 0.5,
+        "has_tumor": False,
+        "true_class": None,
+        "cam_uri": None,
+        "model_version": "v1",
+    }
+
+
+def test_migrations_match_the_models(db_url: str) -> None:
+    with get_engine(db_url).connect() as connection:
+        diff = compare_metadata(MigrationContext.configure(connection), Base.metadata)
+    assert diff == []
+
+
+def test_only_one_of_many_concurrent_claims_wins(db_url: str) -> None:
+    job_id = _new_job(db_url)
+    results: list[int | None] = []
+    barrier = threading.Barrier(6)
+
+    def contender(index: int) -> None:
+        barrier.wait()
+        results.append(_claim(db_url, job_id, worker=f"w{index}"))
+
+    threads = [threading.Thread(target=contender, args=(i,)) for i in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(results, key=lambda r: r or 0) == [None] * 5 + [1]
+
+
+def test_stale_claim_is_taken_over_and_the_old_owner_is_fenced_off(db_url: str) -> None:
+    job_id = _new_job(db_url)
+    first = _claim(db_url, job_id)
+    assert first == 1
+    assert _claim(db_url, job_id, worker="w2") is None  # heartbeat is fresh
+    second = _claim(db_url, job_id, worker="w2", stale_seconds=-1)  # everything counts as stale
+    assert second == 2
+    with session_scope(db_url) as session:
+        assert not heartbeat(session, job_id=job_id, attempt=first).owned
+        assert not complete_job(
+            session,
+            job_id=job_id,
+            attempt=first,
+            result={"x": 1},
+            model_version="v1",
+            predictions=[_row(job_id)],
+        )
+        assert complete_job(
+            session,
+            job_id=job_id,
+            attempt=second,
+            result={"x": 2},
+            model_version="v1",
+            predictions=[_row(job_id)],
+        )
+    with session_scope(db_url) as session:
+        job = session.get(Job, job_id)
+        assert (job.status, job.result, job.attempts) == ("succeeded", {"x": 2}, 2)
+        count = session.scalar(select(func.count()).where(Prediction.job_id == job_id))
+        assert count == 1
+
+
+def test_completing_twice_never_duplicates_predictions(db_url: str) -> None:
+    job_id = _new_job(db_url)
+    attempt = _claim(db_url, job_id)
+    with session_scope(db_url) as session:
+        assert complete_job(
+            session,
+            job_id=job_id,
+            attempt=attempt,
+            result={},
+            model_version="v",
+            predictions=[_row(job_id)],
+        )
+    with session_scope(db_url) as session:
+        assert not complete_job(
+            session,
+            job_id=job_id,
+            attempt=attempt,
+            result={},
+            model_version="v",
+            predictions=[_row(job_id)],
+        )
+        assert session.scalar(select(func.count()).where(Prediction.job_id == job_id)) == 1
+
+
+def test_reaper_requeues_stale_jobs_and_fails_poison_jobs(db_url: str) -> None:
+    stale = _new_job(db_url)
+    poison = _new_job(db_url)
+    _claim(db_url, stale)
+    for _ in range(3):  # three workers died on it
+        _claim(db_url, poison, stale_seconds=-1)
+    later = utcnow() + timedelta(seconds=60)
+    with session_scope(db_url) as session:
+        result = reap(
+            session, stale_before=later, queued_before=utcnow() - timedelta(hours=1), max_attempts=3
+        )
+    assert (stale, "predict") in result.requeue
+    assert poison in result.failed
+    with session_scope(db_url) as session:
+        assert session.get(Job, stale).status == "queued"
+        failed = session.get(Job, poison)
+        assert failed.status == "failed" and failed.error["code"] == "too_many_attempts"
+        # A redelivered message for the poison job cannot run it again.
+    assert _claim(db_url, poison, stale_seconds=-1) is None
+
+
+def test_reaper_resends_jobs_whose_message_was_lost(db_url: str) -> None:
+    job_id = _new_job(db_url)
+    with session_scope(db_url) as session:
+        result = reap(
+            session,
+            stale_before=utcnow(),
+            queued_before=utcnow() + timedelta(seconds=1),
+            max_attempts=3,
+        )
+        again = reap(
+            session,
+            stale_before=utcnow(),
+            queued_before=utcnow() - timedelta(minutes=5),
+            max_attempts=3,
+        )
+    assert (job_id, "predict") in result.requeue
+    assert (job_id, "predict") not in again.requeue  # re-sent at most once per interval
+
+
+def test_cancel_queued_and_running(db_url: str) -> None:
+    queued = _new_job(db_url)
+    running = _new_job(db_url)
+    attempt = _claim(db_url, running)
+    with session_scope(db_url) as session:
+        assert request_cancel(session, job_id=queued).status == "cancelled"
+        assert request_cancel(session, job_id=running).status == "running"
+        state = heartbeat(session, job_id=running, attempt=attempt)
+        assert state.owned and state.cancel_requested
+    assert _claim(db_url, queued) is None
+
+
+def test_release_for_retry_does_not_count_as_an_attempt(db_url: str) -> None:
+    job_id = _new_job(db_url)
+    attempt = _claim(db_url, job_id)
+    with session_scope(db_url) as session:
+        assert release_for_retry(session, job_id=job_id, attempt=attempt)
+    assert _claim(db_url, job_id) == 1
+    with session_scope(db_url) as session:
+        assert fail_job(session, job_id=job_id, attempt=1, code="x", message="y")
+        assert session.get(Job, job_id).error == {"code": "x", "message": "y", "retryable": False}

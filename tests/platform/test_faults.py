@@ -1,0 +1,157 @@
+"""Infrastructure faults: a worker killed mid-job, Redis restarted with jobs queued."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select
+
+from brainmri.db.models import Job, Prediction
+from brainmri.db.session import session_scope
+from brainmri.phantom import phantom_png, write_phantom_dataset
+from brainmri_api.main import create_app
+from tests.platform.conftest import (
+    PrivateRedis,
+    S3Server,
+    WorkerProcess,
+    services_env,
+    settings_from_env,
+    wait_for_job,
+)
+
+KEY = "fault-key-0123456789abcdef"
+HEADERS = {"X-API-Key": KEY}
+
+
+@pytest.fixture
+def env_factory(
+    postgres_url: str,
+    redis_url: str,
+    s3: S3Server,
+    service_bucket: str,
+    platform_bundle: Path,
+    tmp_path: Path,
+):  # type: ignore[no-untyped-def]
+    bucket = service_bucket
+    data = tmp_path / "allowed"
+
+    def make(broker: str | None = None, **extra: str) -> dict[str, str]:
+        return services_env(
+            postgres_url=postgres_url,
+            redis_url=broker or redis_url,
+            s3=s3,
+            bucket=bucket,
+            data_dir=tmp_path / "data",
+            bundle=platform_bundle,
+            allowed_roots=str(data),
+            api_keys=f"{KEY}:admin",
+            extra=extra,
+        )
+
+    make.data = data  # type: ignore[attr-defined]
+    return make
+
+
+@pytest.fixture
+def workers(tmp_path: Path) -> Iterator[list[WorkerProcess]]:
+    started: list[WorkerProcess] = []
+    yield started
+    for worker in started:
+        worker.stop()
+
+
+def _predictions(url: str, job_id: str) -> int:
+    with session_scope(url) as session:
+        return int(session.scalar(select(func.count()).where(Prediction.job_id == job_id)) or 0)
+
+
+def test_job_survives_its_worker_being_killed(
+    env_factory, workers: list[WorkerProcess], tmp_path: Path
+) -> None:
+    env = env_factory()
+    folder = env_factory.data / "big"
+    write_phantom_dataset(folder, per_class=100, size=64, seed=4)
+    settings = settings_from_env(env)
+    first = WorkerProcess(env, tmp_path / "w1.log").start()
+    workers.append(first)
+    with TestClient(create_app(settings)) as client:
+        job_id = client.post(
+            "/v1/jobs/evaluate", headers=HEADERS, json={"source": str(folder), "tta": True}
+        ).json()["job_id"]
+        running = wait_for_job(client, job_id, HEADERS, until=("running",))
+        deadline = time.monotonic() + 60
+        while running["progress"] < 0.05 and time.monotonic() < deadline:
+            running = client.get(f"/v1/jobs/{job_id}", headers=HEADERS).json()
+            time.sleep(0.1)
+        first.kill()  # SIGKILL mid-job: no chance to clean up or acknowledge
+        assert client.get(f"/v1/jobs/{job_id}", headers=HEADERS).json()["status"] == "running"
+        second = WorkerProcess(env, tmp_path / "w2.log").start()
+        workers.append(second)
+        job = wait_for_job(client, job_id, HEADERS, timeout=240)
+    assert job["status"] == "succeeded", job
+    assert job["attempts"] == 2
+    assert job["result"]["n_scored"] == 400
+    assert _predictions(settings.resolved_database_url, job_id) == 400  # exactly once
+
+
+def test_restarting_redis_with_jobs_queued_loses_none(
+    env_factory, workers: list[WorkerProcess], private_redis: PrivateRedis, tmp_path: Path
+) -> None:
+    """With AOF persistence (appendonly yes, appendfsync always) queued messages survive."""
+    env = env_factory(broker=private_redis.url, BRAINMRI_REQUEUE_QUEUED_AFTER_SECONDS="3600")
+    settings = settings_from_env(env)
+    with TestClient(create_app(settings)) as client:
+        ids = [
+            client.post(
+                "/v1/jobs/predict",
+                headers=HEADERS,
+                files={"file": ("a.png", phantom_png("glioma", seed=i, size=64))},
+                data={"cam": "false"},
+            ).json()["job_id"]
+            for i in range(6)
+        ]
+        private_redis.stop()
+        during = client.post(
+            "/v1/jobs/predict",
+            headers=HEADERS,
+            files={"file": ("a.png", phantom_png("glioma", seed=99, size=64))},
+        )
+        assert during.status_code == 503  # refused cleanly while the broker is down
+        private_redis.start()
+        workers.append(WorkerProcess(env, tmp_path / "w.log").start())
+        jobs = [wait_for_job(client, job_id, HEADERS, timeout=120) for job_id in ids]
+    assert [job["status"] for job in jobs] == ["succeeded"] * 6
+    with session_scope(settings.resolved_database_url) as session:
+        assert session.scalar(select(func.count()).select_from(Job).where(Job.id.in_(ids))) == 6
+
+
+def test_lost_broker_messages_are_resent_by_the_reaper(
+    env_factory, workers: list[WorkerProcess], tmp_path: Path
+) -> None:
+    """Without persistence a Redis restart drops queued messages; the database still knows the
+    jobs, and the reaper sends them again after BRAINMRI_REQUEUE_QUEUED_AFTER_SECONDS."""
+    server = PrivateRedis(tmp_path / "volatile", appendonly=False).start()
+    try:
+        env = env_factory(broker=server.url, BRAINMRI_REQUEUE_QUEUED_AFTER_SECONDS="2")
+        settings = settings_from_env(env)
+        with TestClient(create_app(settings)) as client:
+            ids = [
+                client.post(
+                    "/v1/jobs/predict",
+                    headers=HEADERS,
+                    files={"file": ("a.png", phantom_png("pituitary", seed=i, size=64))},
+                    data={"cam": "false"},
+                ).json()["job_id"]
+                for i in range(3)
+            ]
+            server.stop()
+            server.start()  # empty: the messages are gone
+            workers.append(WorkerProcess(env, tmp_path / "w.log").start())
+            jobs = [wait_for_job(client, job_id, HEADERS, timeout=120) for job_id in ids]
+        assert [job["status"] for job in jobs] == ["succeeded"] * 3
+    finally:
+        server.stop()
