@@ -10,7 +10,7 @@ PORT ?= 8000
 PYTEST_ARGS ?=
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install test lint format run worker trainer beat bench clean
+.PHONY: install test lint format run worker trainer beat bench clean docs
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,6 +21,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP) ## create .venv if missing and install the project with its pinned dependencies
 
 test: install ## run the whole test suite
+	@scripts/ensure-test-tools.sh
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: install ## ruff lint + format check
@@ -39,3 +40,6 @@ bench: install ## inference benchmark (see benchmarks/README.md)
 
 clean:
 	rm -rf .pytest_cache .ruff_cache build dist *.egg-info
+
+docs: install ## regenerate the README settings table from the code
+	$(BIN)/brainmri settings --write-readme README.md

@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import re
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,56 +10,7 @@ import httpx
 import pytest
 
 from brainmri.phantom import phantom_png, write_phantom_dataset
-from tests.platform.conftest import FAST_JOB_SETTINGS, free_port
-
-
-class EmbeddedServer:
-    def __init__(self, data_dir: Path, bundle: Path, allowed: Path) -> None:
-        self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.log = data_dir.parent / "serve.log"
-        env = {key: value for key, value in os.environ.items() if not key.startswith("BRAINMRI_")}
-        env.update(FAST_JOB_SETTINGS)
-        env.update(
-            {
-                "BRAINMRI_DATA_DIR": str(data_dir),
-                "BRAINMRI_MODEL_DIR": str(bundle),
-                "BRAINMRI_ALLOWED_ROOTS": str(allowed),
-                "PYTHONUNBUFFERED": "1",
-            }
-        )
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "brainmri.cli.main", "serve", "--port", str(self.port)],
-            env=env,
-            stdout=self.log.open("wb"),
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        self.key = self._wait()
-
-    def _wait(self) -> str:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            text = self.log.read_text(errors="replace")
-            match = re.search(r"API key \(admin, stored in .*\): (\S+)", text)
-            if match and "worker ready on queues" in text:
-                try:
-                    if httpx.get(f"{self.base}/healthz", timeout=2).status_code == 200:
-                        return match.group(1)
-                except httpx.HTTPError:
-                    pass
-            if self.process.poll() is not None:
-                raise RuntimeError(text[-3000:])
-            time.sleep(0.25)
-        raise RuntimeError(self.log.read_text()[-3000:])
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
+from tests.platform.conftest import EmbeddedServer
 
 
 @pytest.fixture(scope="module")
