@@ -19,7 +19,7 @@ from brainmri.config import Settings
 from brainmri.data.materialize import fingerprint, list_dataset
 from brainmri.db.jobs import create_job, delete_job
 from brainmri.db.locks import release_lock, try_lock
-from brainmri.db.models import Job, JobKind, JobStatus
+from brainmri.db.models import Job, JobKind, JobStatus, ModelVersion
 from brainmri.db.session import session_scope
 from brainmri.jobs.enqueue import send_job
 from brainmri.registry.versions import production
@@ -63,6 +63,13 @@ def check_and_retrain(settings: Settings, app: Celery) -> RetrainDecision:
         if digest == trained_on:
             log.info("retrain skipped: dataset unchanged (%s)", digest[:12])
             return RetrainDecision(None, "dataset unchanged since the production model", digest)
+        with session_scope(url) as session:
+            tried = session.scalar(select(ModelVersion.version).where(
+                ModelVersion.name == settings.model_name, ModelVersion.data_fingerprint == digest))
+        if tried:
+            # A candidate was trained on exactly this data and the gate kept it out of
+            # production; retraining on unchanged data would only repeat that.
+            return RetrainDecision(None, f"already trained on this data ({tried})", digest)
         job_id = str(uuid.uuid4())
         params = {
             "dataset": source.uri,

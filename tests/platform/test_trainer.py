@@ -1,0 +1,347 @@
+"""Trainer service end to end: train jobs on S3 data, gated promotion, workers following the
+registry, rollback, racing promotions and the scheduled retrain check."""
+
+from __future__ import annotations
+
+import io
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select
+
+from brainmri.db.models import Job, ModelStage, ModelVersion
+from brainmri.db.session import session_scope
+from brainmri.jobs.celery_app import create_celery
+from brainmri.jobs.names import RETRAIN_CHECK_TASK
+from brainmri.phantom import FOLDER_NAMES, phantom_png
+from brainmri.registry.gate import promotion_gate
+from brainmri.registry.versions import RegistryConflictError, promote
+from brainmri_api.main import create_app
+from brainmri_trainer.schedule import beat_schedule, parse_cron
+from tests.conftest import make_bundle
+from tests.platform.conftest import (
+    S3Server,
+    WorkerProcess,
+    services_env,
+    settings_from_env,
+    wait_for_job,
+)
+
+ADMIN_KEY = "trainer-admin-0123456789abcdef"
+USER_KEY = "trainer-user-0123456789abcdef"
+ADMIN = {"X-API-Key": ADMIN_KEY}
+USER = {"X-API-Key": USER_KEY}
+TINY = {"arch": "resnet18", "img_size": 64, "batch_size": 16, "val_frac": 0.2, "test_frac": 0.2}
+
+
+def upload_dataset(s3: S3Server, prefix: str, per_class: int, seed: int) -> None:
+    client = s3.client()
+    for class_name, folder in FOLDER_NAMES.items():
+        for i in range(per_class):
+            data = phantom_png(class_name, seed=seed * 1000 + i, size=64)
+            client.put_object(
+                "datasets",
+                f"{prefix}/{folder}/{class_name}_{i:03d}.png",
+                io.BytesIO(data),
+                len(data),
+            )
+
+
+class TrainerStack:
+    def __init__(
+        self, env: dict[str, str], client: TestClient, worker: WorkerProcess, trainer: WorkerProcess
+    ) -> None:
+        self.env, self.client, self.worker, self.trainer = env, client, worker, trainer
+        self.settings = settings_from_env(env)
+
+    def predict_version(self) -> str:
+        response = self.client.post(
+            "/v1/jobs/predict",
+            headers=USER,
+            data={"cam": "false"},
+            files={"file": ("a.png", phantom_png("glioma", seed=1))},
+        )
+        job = wait_for_job(self.client, response.json()["job_id"], USER)
+        assert job["status"] == "succeeded", job
+        return job["model_version"]
+
+    def production(self) -> str:
+        return self.client.get("/v1/models", headers=USER).json()["production"]
+
+
+@pytest.fixture(scope="module")
+def stack(
+    postgres_url: str,
+    redis_url: str,
+    s3: S3Server,
+    service_bucket: str,
+    platform_bundle: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[TrainerStack]:
+    base = tmp_path_factory.mktemp("trainer")
+    s3.make_bucket("datasets")
+    upload_dataset(s3, "train", per_class=30, seed=1)
+    env = services_env(
+        postgres_url=postgres_url,
+        redis_url=redis_url,
+        s3=s3,
+        bucket=service_bucket,
+        data_dir=base / "data",
+        bundle=platform_bundle,
+        allowed_roots="s3://datasets/",
+        api_keys=f"{ADMIN_KEY}:admin,{USER_KEY}:user",
+        extra={
+            # A random production model calls everything a tumor (sensitivity 1.0), which a
+            # small phantom-trained candidate cannot match on a tiny test split; the
+            # sensitivity rule itself is covered by test_promotion_gate_rules.
+            "BRAINMRI_PROMOTION_MIN_MACRO_F1_GAIN": "0.05",
+            "BRAINMRI_PROMOTION_MAX_SENSITIVITY_DROP": "0.5",
+            "BRAINMRI_RETRAIN_DATASET": "s3://datasets/retrain/",
+            "BRAINMRI_RETRAIN_EPOCHS": "1",
+            "BRAINMRI_MODEL_CHECK_SECONDS": "0.2",
+        },
+    )
+    worker = WorkerProcess(env, base / "worker.log").start()
+    trainer = WorkerProcess(env, base / "trainer.log", queues="train").start()
+    with TestClient(create_app(settings_from_env(env))) as client:
+        yield TrainerStack(env, client, worker, trainer)
+    trainer.stop()
+    worker.stop()
+
+
+def train(stack: TrainerStack, **params: object) -> dict:
+    response = stack.client.post(
+        "/v1/jobs/train",
+        headers=ADMIN,
+        json={"dataset": "s3://datasets/train/", "recipe": "simple", **TINY, **params},
+    )
+    assert response.status_code == 202, response.text
+    job_id = response.json()["job_id"]
+    seen_epochs: set[int] = set()
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        job = stack.client.get(f"/v1/jobs/{job_id}", headers=ADMIN).json()
+        detail = job.get("progress_detail") or {}
+        if detail.get("stage") == "training":
+            seen_epochs.add(detail["epoch"])
+            assert {"train_loss", "val_macro_f1", "epochs"} <= set(detail)
+        if job["status"] in ("succeeded", "failed", "cancelled"):
+            job["seen_epochs"] = seen_epochs
+            return job
+        time.sleep(0.1)
+    raise AssertionError(f"train job {job_id} did not finish")
+
+
+def test_train_users_cannot_train_or_promote(stack: TrainerStack) -> None:
+    response = stack.client.post(
+        "/v1/jobs/train", headers=USER, json={"dataset": "s3://datasets/train/"}
+    )
+    assert response.status_code == 403
+    assert response.json()["error"]["code"] == "forbidden"
+    production = stack.production()
+    assert stack.client.post(f"/v1/models/{production}/promote", headers=USER).status_code == 403
+    assert stack.client.post("/v1/models/brainmri/rollback", headers=USER).status_code == 403
+    bad = stack.client.post("/v1/jobs/train", headers=ADMIN, json={"dataset": "/etc"})
+    assert bad.status_code == 400
+
+
+def test_train_promote_follow_and_rollback(stack: TrainerStack) -> None:
+    original = stack.production()
+    assert stack.predict_version() == original
+    worker_pid = stack.worker.process.pid
+
+    better = train(stack, epochs=8, lr=2e-3)
+    assert better["status"] == "succeeded", better
+    result = better["result"]
+    assert len(better["seen_epochs"]) >= 2  # progress reported per epoch
+    assert result["promoted"] is True, result["gate"]
+    assert result["test_metrics"]["macro_f1"] > result["production_metrics"]["macro_f1"]
+    assert {"eval_report.json", "training_curves.png", "roc_binary.png"} <= set(result["artifacts"])
+    candidate = result["model_version"]
+    assert stack.production() == candidate
+    # The worker that started before the promotion now serves the new version, same process.
+    assert stack.predict_version() == candidate
+    assert stack.worker.process.pid == worker_pid and stack.worker.process.poll() is None
+
+    worse = train(stack, epochs=1, lr=1e-9, seed=3)
+    assert worse["status"] == "succeeded", worse
+    assert worse["result"]["promoted"] is False
+    assert "gain" in worse["result"]["gate"]
+    stuck = worse["result"]["model_version"]
+    shown = stack.client.get(f"/v1/models/{stuck}", headers=USER).json()
+    assert shown["stage"] == "candidate"
+    assert "gate" in shown["stage_reason"]
+    assert shown["versus_production"]["production_version"] == candidate
+    assert stack.production() == candidate
+
+    promoted = stack.client.post(
+        f"/v1/models/{stuck}/promote", headers=ADMIN, json={"reason": "manual test promotion"}
+    )
+    assert promoted.status_code == 200, promoted.text
+    assert stack.predict_version() == stuck
+    rolled = stack.client.post("/v1/models/brainmri/rollback", headers=ADMIN)
+    assert rolled.status_code == 200 and rolled.json()["version"] == candidate
+    assert stack.predict_version() == candidate
+    listed = stack.client.get("/v1/models", headers=USER).json()
+    stages = {item["version"]: item["stage"] for item in listed["items"]}
+    assert stages[candidate] == "production" and stages[stuck] == "archived"
+    assert stages[original] == "archived"
+
+
+def test_cancel_stops_training_and_registers_nothing(stack: TrainerStack) -> None:
+    response = stack.client.post(
+        "/v1/jobs/train",
+        headers=ADMIN,
+        json={"dataset": "s3://datasets/train/", **TINY, "epochs": 50},
+    )
+    job_id = response.json()["job_id"]
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        detail = stack.client.get(f"/v1/jobs/{job_id}", headers=ADMIN).json().get("progress_detail")
+        if detail and detail.get("stage") == "training":
+            break
+        time.sleep(0.1)
+    stack.client.post(f"/v1/jobs/{job_id}/cancel", headers=ADMIN)
+    job = wait_for_job(stack.client, job_id, ADMIN, timeout=120)
+    assert job["status"] == "cancelled"
+    assert job["progress_detail"]["epoch"] < 50
+    with session_scope(stack.settings.resolved_database_url) as session:
+        assert (
+            session.scalar(
+                select(func.count())
+                .select_from(ModelVersion)
+                .where(ModelVersion.training_job_id == job_id)
+            )
+            == 0
+        )
+
+
+def test_racing_promotions_never_leave_two_production_versions(
+    stack: TrainerStack, tmp_path: Path
+) -> None:
+    from brainmri.registry.versions import register_bundle
+    from brainmri.storage import open_store
+
+    url = stack.settings.resolved_database_url
+    store = open_store(stack.settings)
+    versions = []
+    for seed in (21, 22, 23):
+        bundle = make_bundle(tmp_path / f"b{seed}", img_size=48, seed=seed)
+        with session_scope(url) as session:
+            versions.append(
+                register_bundle(session, store, tmp_path / f"b{seed}", name="brainmri").version
+            )
+        assert bundle.version == versions[-1]
+    conflicts = []
+
+    def race(version: str) -> None:
+        for _ in range(15):
+            try:
+                with session_scope(url) as session:
+                    promote(session, version=version, by="race")
+            except RegistryConflictError:
+                conflicts.append(version)
+
+    threads = [threading.Thread(target=race, args=(v,)) for v in versions]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    with session_scope(url) as session:
+        production_rows = session.scalars(
+            select(ModelVersion).where(
+                ModelVersion.name == "brainmri", ModelVersion.stage == ModelStage.PRODUCTION
+            )
+        ).all()
+    assert len(production_rows) == 1
+    # Put the trained candidate back for the other tests of this module.
+    stack.client.post("/v1/models/brainmri/rollback", headers=ADMIN)
+
+
+def _train_jobs(stack: TrainerStack) -> int:
+    with session_scope(stack.settings.resolved_database_url) as session:
+        return int(
+            session.scalar(
+                select(func.count())
+                .select_from(Job)
+                .where(Job.kind == "train", Job.owner == "scheduler")
+            )
+            or 0
+        )
+
+
+def _run_check(stack: TrainerStack) -> None:
+    app = create_celery(stack.settings)
+    before = time.monotonic()
+    app.send_task(RETRAIN_CHECK_TASK, queue="train")
+    time.sleep(0.5)
+    # The check itself is quick; wait until the trainer is idle again.
+    deadline = before + 240
+    while time.monotonic() < deadline:
+        with session_scope(stack.settings.resolved_database_url) as session:
+            active = session.scalar(
+                select(func.count())
+                .select_from(Job)
+                .where(Job.kind == "train", Job.status.in_(("queued", "running")))
+            )
+        if not active and time.monotonic() - before > 3:
+            return
+        time.sleep(0.2)
+    raise AssertionError("trainer did not become idle")
+
+
+def test_scheduled_retrain_runs_only_when_the_dataset_changes(
+    stack: TrainerStack, s3: S3Server
+) -> None:
+    upload_dataset(s3, "retrain", per_class=12, seed=7)
+    start = _train_jobs(stack)
+    _run_check(stack)
+    assert _train_jobs(stack) == start + 1  # new data: a retrain job ran
+    _run_check(stack)
+    assert _train_jobs(stack) == start + 1  # unchanged: skipped
+    data = phantom_png("glioma", seed=4242, size=64)
+    s3.client().put_object("datasets", "retrain/glioma/new.png", io.BytesIO(data), len(data))
+    _run_check(stack)
+    assert _train_jobs(stack) == start + 2  # changed again: retrained
+
+
+def test_beat_schedule_from_cron() -> None:
+    assert beat_schedule("") == {}
+    schedule = beat_schedule("30 3 * * 0")
+    assert schedule["retrain-check"]["task"] == RETRAIN_CHECK_TASK
+    assert parse_cron("*/5 * * * *").minute == set(range(0, 60, 5))
+    from brainmri.errors import ConfigurationError
+
+    for bad in ("* * *", "61 * * * *", "a b c d e"):
+        with pytest.raises(ConfigurationError):
+            parse_cron(bad)
+
+
+def test_promotion_gate_rules() -> None:
+    prod = {"macro_f1": 0.90, "sensitivity": 0.99}
+    assert promotion_gate(
+        {"macro_f1": 0.93, "sensitivity": 0.99},
+        prod,
+        min_macro_f1_gain=0.01,
+        max_sensitivity_drop=0.0,
+    ).promote
+    assert not promotion_gate(
+        {"macro_f1": 0.905, "sensitivity": 0.99},
+        prod,
+        min_macro_f1_gain=0.01,
+        max_sensitivity_drop=0.0,
+    ).promote
+    lower_sensitivity = promotion_gate(
+        {"macro_f1": 0.95, "sensitivity": 0.97},
+        prod,
+        min_macro_f1_gain=0.01,
+        max_sensitivity_drop=0.0,
+    )
+    assert not lower_sensitivity.promote and "sensitivity" in lower_sensitivity.reason
+    assert promotion_gate(
+        {"macro_f1": 0.5}, None, min_macro_f1_gain=0.01, max_sensitivity_drop=0.0
+    ).promote
