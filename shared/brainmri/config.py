@@ -105,6 +105,16 @@ class Settings(BaseSettings):
         200.0, gt=1, description="Largest allowed uncompressed/compressed ratio of a zip."
     )
     max_eval_images: int = Field(20000, ge=1, description="Most images one evaluation may score.")
+    upload_decode_timeout_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="Uploads are validated and de-identified in child processes; "
+        "one taking longer is stopped (422).",
+    )
+    upload_sandbox_processes: int = Field(2, ge=1, le=32, description="Decode child processes.")
+    upload_sandbox_memory_mb: int = Field(
+        2048, ge=0, description="Address-space cap of each decode child (0: none)."
+    )
 
     # --- API -----------------------------------------------------------------------------
     api_keys: str = Field(

@@ -43,9 +43,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await run_in_threadpool(_register_default_model, state)
+        await run_in_threadpool(state.sandbox.warm_up)
         if not len(keyring):
             log.warning("no API keys configured: every /v1 request will be refused")
         yield
+        state.sandbox.close()
 
     app = FastAPI(
         title="brainmri - brain MRI tumor triage",

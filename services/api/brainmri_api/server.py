@@ -69,8 +69,11 @@ def run(args: argparse.Namespace) -> int:
     if settings.embedded:
         if not settings.api_keys:
             if settings.environment == "production":
-                print("error: BRAINMRI_ENVIRONMENT=production needs BRAINMRI_API_KEYS; "
-                      "keys are only generated in development", file=sys.stderr)
+                print(
+                    "error: BRAINMRI_ENVIRONMENT=production needs BRAINMRI_API_KEYS; "
+                    "keys are only generated in development",
+                    file=sys.stderr,
+                )
                 return 2
             key = embedded_api_key(settings)
             os.environ["BRAINMRI_API_KEYS"] = f"{key}:admin"

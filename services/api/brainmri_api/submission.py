@@ -1,6 +1,7 @@
 """Submitting jobs without leaving anything half-written.
 
-Order: validate -> store the upload under a generated key -> commit the job row -> enqueue.
+Order: validate and sanitize (in the decode sandbox) -> store the sanitized upload under a
+generated key -> commit the job row -> enqueue.
 If storing or committing fails, the object is removed; if enqueueing fails, both the row and
 the object are removed and the client gets a 503. Enqueueing happens after the commit, so a
 worker never receives an id whose row it cannot see yet.
@@ -10,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import uuid
-from dataclasses import dataclass
 from typing import Any
 
 from fastapi import UploadFile
@@ -19,29 +19,12 @@ from brainmri.db.jobs import create_job, delete_job
 from brainmri.db.models import Job
 from brainmri.db.session import session_scope
 from brainmri.errors import EmptyInputError, InputTooLargeError
-from brainmri.imaging.decode import InputFormat, sniff_format
-from brainmri.imaging.inputs import DecodedInput, decode_input
+from brainmri.imaging.ingest import SanitizedUpload, sanitize_upload
 from brainmri.jobs.enqueue import send_job
 from brainmri_api.errors import ServiceUnavailableError
 from brainmri_api.state import AppState
 
 log = logging.getLogger(__name__)
-
-EXTENSIONS = {
-    InputFormat.PNG: ".png",
-    InputFormat.JPEG: ".jpg",
-    InputFormat.TIFF: ".tif",
-    InputFormat.BMP: ".bmp",
-    InputFormat.DICOM: ".dcm",
-    InputFormat.ZIP: ".zip",
-}
-
-
-@dataclass(frozen=True, slots=True)
-class ValidatedUpload:
-    data: bytes
-    extension: str
-    decoded: DecodedInput
 
 
 def read_upload(upload: UploadFile, max_bytes: int) -> bytes:
@@ -54,11 +37,13 @@ def read_upload(upload: UploadFile, max_bytes: int) -> bytes:
     return data
 
 
-def validate_upload(state: AppState, data: bytes) -> ValidatedUpload:
-    """Type by content, then a full decode: 413/415/422 happen here, before anything is stored."""
-    decoded = decode_input(data, limits=state.limits, dicom_selection=state.dicom_selection)
-    extension = EXTENSIONS[sniff_format(data[:132])]
-    return ValidatedUpload(data, extension, decoded)
+def validate_upload(state: AppState, data: bytes) -> SanitizedUpload:
+    """Type by content, full decode, de-identification - in the decode sandbox.
+
+    413/415/422 happen here, before anything is stored; only the sanitized bytes (DICOM
+    de-identified, raster images without metadata) ever reach the object store.
+    """
+    return state.sandbox.run(sanitize_upload, data, state.limits, state.dicom_selection)
 
 
 def submit_job(
@@ -67,7 +52,7 @@ def submit_job(
     kind: str,
     owner: str,
     params: dict[str, Any],
-    upload: ValidatedUpload | None = None,
+    upload: SanitizedUpload | None = None,
 ) -> Job:
     job_id = str(uuid.uuid4())
     key = f"uploads/{job_id}/input{upload.extension}" if upload else None

@@ -64,8 +64,12 @@ def check_and_retrain(settings: Settings, app: Celery) -> RetrainDecision:
             log.info("retrain skipped: dataset unchanged (%s)", digest[:12])
             return RetrainDecision(None, "dataset unchanged since the production model", digest)
         with session_scope(url) as session:
-            tried = session.scalar(select(ModelVersion.version).where(
-                ModelVersion.name == settings.model_name, ModelVersion.data_fingerprint == digest))
+            tried = session.scalar(
+                select(ModelVersion.version).where(
+                    ModelVersion.name == settings.model_name,
+                    ModelVersion.data_fingerprint == digest,
+                )
+            )
         if tried:
             # A candidate was trained on exactly this data and the gate kept it out of
             # production; retraining on unchanged data would only repeat that.

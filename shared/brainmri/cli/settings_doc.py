@@ -45,8 +45,11 @@ def markdown_table() -> str:
 
 
 def env_template() -> str:
-    lines = ["# brainmri settings - every variable the services read (see README, Settings).",
-             "# Research/triage only - not a medical device.", ""]
+    lines = [
+        "# brainmri settings - every variable the services read (see README, Settings).",
+        "# Research/triage only - not a medical device.",
+        "",
+    ]
     for name, field in Settings.model_fields.items():
         for env in env_names(name, field)[:1]:
             lines.append(f"# {(field.description or '').strip()}")
@@ -56,13 +59,18 @@ def env_template() -> str:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("settings", help="print the settings table or an .env template",
-                                   epilog=EPILOG)
+    parser = subparsers.add_parser(
+        "settings", help="print the settings table or an .env template", epilog=EPILOG
+    )
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--markdown", action="store_true", help="README table (default)")
     group.add_argument("--env-template", action="store_true", help="commented .env template")
-    group.add_argument("--write-readme", type=Path, metavar="README.md",
-                       help="replace the table between the settings-table markers in place")
+    group.add_argument(
+        "--write-readme",
+        type=Path,
+        metavar="README.md",
+        help="replace the table between the settings-table markers in place",
+    )
     parser.set_defaults(handler=run)
 
 

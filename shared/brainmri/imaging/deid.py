@@ -1,0 +1,274 @@
+"""DICOM de-identification on ingest (PS3.15 Annex E, Basic Application Level Confidentiality
+Profile), done as an allow-list.
+
+Instead of walking Table E.1-1 and applying remove/zero/dummy/clean actions attribute by
+attribute (and missing whatever a vendor put elsewhere), the stored object is *rebuilt* from
+the attributes inference needs - pixels, geometry, photometric interpretation, rescale, VOI -
+so every Table E.1-1 attribute with an X/Z/D/C action is absent by construction, private tags
+included. Attributes with the U action (instance, series, study and frame-of-reference UIDs)
+are replaced by ``2.25.`` UIDs derived from the original with a per-upload random salt: the
+mapping is consistent inside one upload (a study's slices stay one series, in order) and
+unlinkable across uploads. The 128-byte preamble is zeroed (CVE-2019-11687 polyglots),
+PatientIdentityRemoved is YES and the De-identification Method Code Sequence names profile
+113100. Objects that declare burned-in annotation are refused: text in the pixels cannot be
+removed by editing attributes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import secrets
+from collections.abc import Iterable
+
+from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
+from pydicom.sequence import Sequence as DicomSequence
+from pydicom.uid import PYDICOM_IMPLEMENTATION_UID
+
+from brainmri.errors import InputError
+
+#: Attributes copied to the stored object (everything inference and display need).
+KEEP = (
+    "SOPClassUID",
+    "Modality",
+    "ImageType",
+    "Rows",
+    "Columns",
+    "SamplesPerPixel",
+    "PhotometricInterpretation",
+    "PlanarConfiguration",
+    "BitsAllocated",
+    "BitsStored",
+    "HighBit",
+    "PixelRepresentation",
+    "NumberOfFrames",
+    "PixelPaddingValue",
+    "SmallestImagePixelValue",
+    "LargestImagePixelValue",
+    "RescaleSlope",
+    "RescaleIntercept",
+    "RescaleType",
+    "WindowCenter",
+    "WindowWidth",
+    "VOILUTFunction",
+    "VOILUTSequence",
+    "ModalityLUTSequence",
+    "ImagePositionPatient",
+    "ImageOrientationPatient",
+    "PixelSpacing",
+    "SliceThickness",
+    "SpacingBetweenSlices",
+    "SliceLocation",
+    "PatientOrientation",
+    "InstanceNumber",
+    "AcquisitionNumber",
+    "LossyImageCompression",
+    "PixelData",
+    "FloatPixelData",
+    "DoubleFloatPixelData",
+)
+#: Functional-group macros that carry per-frame geometry and pixel transforms.
+KEEP_IN_FUNCTIONAL_GROUPS = (
+    "PlanePositionSequence",
+    "PlaneOrientationSequence",
+    "PixelMeasuresSequence",
+    "PixelValueTransformationSequence",
+    "FrameVOILUTSequence",
+)
+#: PS3.15 Table E.1-1 actions "U": replaced consistently within an upload.
+REPLACED_UIDS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "FrameOfReferenceUID")
+DEID_METHOD = "brainmri allow-list, PS3.15 E.1 Basic Profile"
+
+#: Identifying attributes of PS3.15 Table E.1-1 (Basic Profile) that matter for MR objects.
+#: Used by tests and audits: none of them may survive de-identification.
+BASIC_PROFILE_ATTRIBUTES = (
+    "AccessionNumber",
+    "AcquisitionComments",
+    "AcquisitionDate",
+    "AcquisitionDateTime",
+    "AcquisitionTime",
+    "AdditionalPatientHistory",
+    "AdmissionID",
+    "AdmittingDiagnosesDescription",
+    "Allergies",
+    "BranchOfService",
+    "ConcatenationUID",
+    "ConsultingPhysicianName",
+    "ContentDate",
+    "ContentTime",
+    "CountryOfResidence",
+    "CurrentPatientLocation",
+    "DerivationDescription",
+    "DeviceSerialNumber",
+    "DeviceUID",
+    "DimensionOrganizationUID",
+    "EthnicGroup",
+    "GantryID",
+    "ImageComments",
+    "InstanceCreationDate",
+    "InstanceCreationTime",
+    "InstanceCreatorUID",
+    "InstitutionAddress",
+    "InstitutionCodeSequence",
+    "InstitutionName",
+    "InstitutionalDepartmentName",
+    "InterpretationText",
+    "IrradiationEventUID",
+    "IssuerOfPatientID",
+    "LastMenstrualDate",
+    "MedicalAlerts",
+    "MedicalRecordLocator",
+    "MilitaryRank",
+    "NameOfPhysiciansReadingStudy",
+    "Occupation",
+    "OperatorsName",
+    "OrderCallbackPhoneNumber",
+    "OrderEnteredBy",
+    "OrderEntererLocation",
+    "OtherPatientIDs",
+    "OtherPatientIDsSequence",
+    "OtherPatientNames",
+    "PatientAddress",
+    "PatientAge",
+    "PatientBirthDate",
+    "PatientBirthName",
+    "PatientBirthTime",
+    "PatientComments",
+    "PatientID",
+    "PatientInstitutionResidence",
+    "PatientInsurancePlanCodeSequence",
+    "PatientMotherBirthName",
+    "PatientName",
+    "PatientReligiousPreference",
+    "PatientSex",
+    "PatientSize",
+    "PatientState",
+    "PatientTelephoneNumbers",
+    "PatientTransportArrangements",
+    "PatientWeight",
+    "PerformedProcedureStepDescription",
+    "PerformedProcedureStepID",
+    "PerformedProcedureStepStartDate",
+    "PerformedProcedureStepStartTime",
+    "PerformingPhysicianName",
+    "PersonName",
+    "PhysiciansOfRecord",
+    "PregnancyStatus",
+    "ProtocolName",
+    "ReasonForStudy",
+    "ReferencedImageSequence",
+    "ReferencedPatientSequence",
+    "ReferencedPerformedProcedureStepSequence",
+    "ReferencedSOPInstanceUID",
+    "ReferencedStudySequence",
+    "ReferringPhysicianAddress",
+    "ReferringPhysicianName",
+    "ReferringPhysicianTelephoneNumbers",
+    "RegionOfResidence",
+    "RequestAttributesSequence",
+    "RequestedProcedureComments",
+    "RequestedProcedureDescription",
+    "RequestedProcedureID",
+    "RequestingPhysician",
+    "ResponsibleOrganization",
+    "ResponsiblePerson",
+    "ScheduledPerformingPhysicianName",
+    "ScheduledProcedureStepID",
+    "SeriesDate",
+    "SeriesDescription",
+    "SeriesTime",
+    "ServiceEpisodeDescription",
+    "ServiceEpisodeID",
+    "SmokingStatus",
+    "SourceImageSequence",
+    "StationName",
+    "StorageMediaFileSetUID",
+    "StudyComments",
+    "StudyDate",
+    "StudyDescription",
+    "StudyID",
+    "StudyTime",
+    "SynchronizationFrameOfReferenceUID",
+    "TimezoneOffsetFromUTC",
+    "VerifyingObserverName",
+    "VisitComments",
+    "StudyInstanceUID",
+    "SeriesInstanceUID",
+    "SOPInstanceUID",
+    "FrameOfReferenceUID",
+)
+
+
+class UIDMapper:
+    """Consistent, salted replacement of UIDs within one upload."""
+
+    def __init__(self, salt: bytes | None = None) -> None:
+        self._salt = salt or secrets.token_bytes(32)
+        self._cache: dict[str, str] = {}
+
+    def __call__(self, uid: str) -> str:
+        if uid not in self._cache:
+            digest = hashlib.sha256(self._salt + uid.encode()).digest()[:16]
+            self._cache[uid] = f"2.25.{int.from_bytes(digest, 'big')}"
+        return self._cache[uid]
+
+
+def _copy(source: Dataset, target: Dataset, keywords: Iterable[str]) -> None:
+    for keyword in keywords:
+        if keyword in source:
+            target[keyword] = source[keyword]
+
+
+def _functional_groups(groups: DicomSequence) -> DicomSequence:
+    cleaned = []
+    for group in groups:
+        item = Dataset()
+        _copy(group, item, KEEP_IN_FUNCTIONAL_GROUPS)
+        cleaned.append(item)
+    return DicomSequence(cleaned)
+
+
+def deidentify(ds: Dataset, uids: UIDMapper) -> FileDataset:
+    """A new object with only the allow-listed attributes and replaced UIDs."""
+    if str(ds.get("BurnedInAnnotation", "")).upper() == "YES":
+        raise InputError(
+            "the DICOM object declares burned-in annotation (text in the pixels); "
+            "it cannot be de-identified automatically",
+            code="dicom_burned_in_annotation",
+        )
+    clean = Dataset()
+    _copy(ds, clean, KEEP)
+    for keyword in ("PerFrameFunctionalGroupsSequence", "SharedFunctionalGroupsSequence"):
+        if keyword in ds:
+            setattr(clean, keyword, _functional_groups(ds[keyword].value))
+    for keyword in REPLACED_UIDS:
+        if keyword in ds and ds.get(keyword):
+            setattr(clean, keyword, uids(str(ds[keyword].value)))
+    if "SOPInstanceUID" not in clean:
+        clean.SOPInstanceUID = uids(secrets.token_hex(16))
+    clean.PatientIdentityRemoved = "YES"
+    clean.DeidentificationMethod = DEID_METHOD
+    code = Dataset()
+    code.CodeValue = "113100"
+    code.CodingSchemeDesignator = "DCM"
+    code.CodeMeaning = "Basic Application Confidentiality Profile"
+    clean.DeidentificationMethodCodeSequence = DicomSequence([code])
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = clean.get(
+        "SOPClassUID", ds.file_meta.get("MediaStorageSOPClassUID", "1.2.840.10008.5.1.4.1.1.4")
+    )
+    meta.MediaStorageSOPInstanceUID = clean.SOPInstanceUID
+    meta.TransferSyntaxUID = ds.file_meta.TransferSyntaxUID
+    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
+    output = FileDataset(None, clean, file_meta=meta, preamble=b"\0" * 128)
+    return output
+
+
+def to_bytes(ds: FileDataset) -> bytes:
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    data = buffer.getvalue()
+    if data[:128] != b"\0" * 128:  # never let a polyglot preamble through
+        data = b"\0" * 128 + data[128:]
+    return data
