@@ -18,7 +18,7 @@ from brainmri_api.auth import KeyRing
 from brainmri_api.errors import install_error_handlers
 from brainmri_api.limits import BodyLimitMiddleware
 from brainmri_api.observability import Metrics, RequestMiddleware
-from brainmri_api.routes import health, jobs, legacy, models
+from brainmri_api.routes import health, jobs, legacy, me, models, web
 from brainmri_api.state import AppState
 
 log = logging.getLogger(__name__)
@@ -62,6 +62,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(jobs.router)
     app.include_router(legacy.router)
     app.include_router(models.router)
+    app.include_router(me.router)
+    app.include_router(web.router)
     app.add_middleware(BodyLimitMiddleware, max_body=settings.max_upload_bytes)
     app.add_middleware(RequestMiddleware, metrics=metrics)
     return app
