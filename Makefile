@@ -35,6 +35,25 @@ format: install
 run: install ## embedded mode: API + worker, SQLite, local object store, on $(HOST):$(PORT)
 	$(BIN)/brainmri serve --host $(HOST) --port $(PORT)
 
+# Native worker / trainer / beat against the docker compose stack's published Postgres, Redis
+# and MinIO, for hosts whose accelerator a container cannot use (Apple-Silicon MPS) or bare-metal
+# GPU boxes. Start the stack first (`docker compose up -d`, optionally `--scale worker=0`).
+# deploy/native.env supplies the localhost settings unless BRAINMRI_BROKER_URL is already set.
+# POOL=solo if forked processes misbehave on macOS; CONCURRENCY=N parallel jobs (one model each).
+NATIVE_ENV ?= deploy/native.env
+CONCURRENCY ?= 1
+POOL ?= prefork
+NATIVE := set -a; if [ -z "$${BRAINMRI_BROKER_URL:-}" ]; then . "$(NATIVE_ENV)"; fi; set +a;
+
+worker: install ## native worker (predict, evaluate; CUDA/MPS/CPU) against the compose stack
+	@$(NATIVE) exec $(BIN)/brainmri worker --queues predict,evaluate --concurrency $(CONCURRENCY) --pool $(POOL)
+
+trainer: install ## native trainer (train queue) against the compose stack
+	@$(NATIVE) exec $(BIN)/brainmri trainer
+
+beat: install ## native retrain scheduler against the compose stack (exactly one per stack)
+	@$(NATIVE) exec $(BIN)/brainmri beat
+
 bench: install ## inference benchmark (see benchmarks/README.md)
 	$(BIN)/python benchmarks/inference.py
 
