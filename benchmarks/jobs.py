@@ -39,7 +39,7 @@ from brainmri.inference.engine import InferenceEngine
 from brainmri.models.bundle import load_bundle
 from brainmri.phantom import phantom_png
 from tests.conftest import make_bundle
-from tests.platform.conftest import (
+from tests.infra import (
     FAST_JOB_SETTINGS,
     PG_ADMIN,
     REDIS_BASE,

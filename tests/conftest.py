@@ -14,6 +14,9 @@ from brainmri.models.factory import create_model
 from brainmri.phantom import phantom_png, write_phantom_dataset
 from brainmri.preprocess import PreprocessConfig
 
+# Real-infrastructure fixtures (Postgres, Redis, S3, worker processes), available to every test.
+pytest_plugins = ["tests.infra"]
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 REAL_DATA = Path(
     os.environ.get(

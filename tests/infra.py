@@ -1,8 +1,9 @@
-"""Real infrastructure for platform tests: a private Postgres database, Redis, moto's S3
-server on loopback, worker processes and a private Redis for restart tests."""
+"""Real infrastructure for platform, fault and web tests: a private Postgres database, Redis,
+moto S3 server on loopback, worker processes and a private Redis for restart tests."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -10,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -192,11 +194,13 @@ class WorkerProcess:
         log_path: Path,
         queues: str = "predict,evaluate",
         pool: str = "prefork",
+        name: str | None = None,
     ) -> None:
         self.env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
         self.log_path = log_path
         self.queues = queues
         self.pool = pool
+        self.name = name or f"w{uuid.uuid4().hex[:6]}@test"
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 90.0) -> WorkerProcess:
@@ -211,6 +215,8 @@ class WorkerProcess:
                 self.queues,
                 "--pool",
                 self.pool,
+                "--name",
+                self.name,
             ],
             env=self.env,
             stdout=self._log,
@@ -366,9 +372,89 @@ class EmbeddedServer:
         raise RuntimeError(self.log.read_text()[-3000:])
 
     def stop(self) -> None:
-        if self.process.poll() is None:
+        """SIGTERM the whole process group, then make sure nothing of it survives."""
+        try:
             os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=30)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            pass
+        time.sleep(0.5)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)  # a lingering worker child, if any
+
+
+class PrivatePostgres:
+    """A throw-away PostgreSQL cluster on its own port (for outage tests; never the shared one).
+
+    initdb refuses to run as root, so as root the cluster is created and run as ``postgres``.
+    """
+
+    def __init__(self) -> None:
+        binaries = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))
+        self.bin = binaries[-1].parent if binaries else None
+        self.port = free_port()
+        self.root = Path(tempfile.mkdtemp(prefix="brainmri-pg-"))
+        self.data = self.root / "data"
+        self.socket_dir = self.root / "socket"
+
+    @property
+    def available(self) -> bool:
+        return self.bin is not None
+
+    @property
+    def admin_url(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    @property
+    def url(self) -> str:
+        return f"postgresql+psycopg2://postgres@127.0.0.1:{self.port}/postgres"
+
+    def _run(self, *args: str) -> None:
+        prefix = ["runuser", "-u", "postgres", "--"] if os.getuid() == 0 else []
+        subprocess.run([*prefix, *args], check=True, capture_output=True, timeout=120)
+
+    def init(self) -> PrivatePostgres:
+        assert self.bin is not None
+        self.root.chmod(0o755)
+        self.socket_dir.mkdir()
+        if os.getuid() == 0:
+            shutil.chown(self.root, "postgres")
+            shutil.chown(self.socket_dir, "postgres")
+        self._run(
+            str(self.bin / "initdb"),
+            "-D",
+            str(self.data),
+            "-A",
+            "trust",
+            "-U",
+            "postgres",
+            "--no-sync",
+        )
+        return self.start()
+
+    def start(self) -> PrivatePostgres:
+        assert self.bin is not None
+        options = f"-p {self.port} -k {self.socket_dir} -c listen_addresses=127.0.0.1 -c fsync=off"
+        self._run(
+            str(self.bin / "pg_ctl"),
+            "-D",
+            str(self.data),
+            "-o",
+            options,
+            "-l",
+            str(self.root / "server.log"),
+            "-w",
+            "start",
+        )
+        return self
+
+    def stop(self) -> None:
+        assert self.bin is not None
+        if (self.data / "postmaster.pid").exists():
+            self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop")
+
+    def destroy(self) -> None:
+        try:
+            self.stop()
+        finally:
+            shutil.rmtree(self.root, ignore_errors=True)

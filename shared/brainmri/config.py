@@ -159,6 +159,10 @@ class Settings(BaseSettings):
         14400, ge=1, description="Hard time limit (s) of an evaluate job."
     )
     train_time_limit: int = Field(172800, ge=1, description="Hard time limit (s) of a train job.")
+    broker_visibility_timeout_seconds: int | None = Field(
+        None, ge=1, description="Redis visibility timeout. Unset: longer than the longest job's "
+        "time limit, so a running job is never redelivered (the job claim guards it anyway)."
+    )
     storage_max_retries: int = Field(
         5, ge=0, description="Retries with exponential backoff for object-store outages."
     )
@@ -239,6 +243,8 @@ class Settings(BaseSettings):
     @property
     def broker_visibility_timeout(self) -> int:
         """Longer than the longest task, so Redis never redelivers a task that is running."""
+        if self.broker_visibility_timeout_seconds is not None:
+            return self.broker_visibility_timeout_seconds
         return max(self.predict_time_limit, self.evaluate_time_limit, self.train_time_limit) + 600
 
     @property

@@ -1,4 +1,4 @@
-"""Infrastructure faults: a worker killed mid-job, Redis restarted with jobs queued."""
+"""Fault injection: workers killed mid-job, poison jobs, Redis restarts and redelivery."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from brainmri.db.models import Job, Prediction
 from brainmri.db.session import session_scope
 from brainmri.phantom import phantom_png, write_phantom_dataset
 from brainmri_api.main import create_app
-from tests.platform.conftest import (
+from tests.infra import (
     PrivateRedis,
     S3Server,
     WorkerProcess,
@@ -155,3 +155,121 @@ def test_lost_broker_messages_are_resent_by_the_reaper(
         assert [job["status"] for job in jobs] == ["succeeded"] * 3
     finally:
         server.stop()
+
+
+def _write_eval_set(folder: Path, per_class: int, seed: int) -> Path:
+    write_phantom_dataset(folder, per_class=per_class, size=64, seed=seed)
+    return folder
+
+
+@pytest.mark.timeout(1500)
+def test_twenty_sigkills_lose_and_duplicate_nothing(
+    env_factory, workers: list[WorkerProcess], tmp_path: Path
+) -> None:
+    """SIGKILL a worker in the middle of a job, 20 times over; every job still succeeds once."""
+    env = env_factory()
+    settings = settings_from_env(env)
+    folder = _write_eval_set(env_factory.data / "kills", per_class=10, seed=5)
+    pool = [WorkerProcess(env, tmp_path / f"w{i}.log").start() for i in range(2)]
+    workers.extend(pool)
+    with TestClient(create_app(settings)) as client:
+        ids = [
+            client.post(
+                "/v1/jobs/evaluate", headers=HEADERS, json={"source": str(folder), "tta": True}
+            ).json()["job_id"]
+            for _ in range(20)
+        ]
+        kills = 0
+        deadline = time.monotonic() + 600
+        while kills < 20 and time.monotonic() < deadline:
+            running = [
+                job
+                for job in (client.get(f"/v1/jobs/{i}", headers=HEADERS).json() for i in ids)
+                if job["status"] == "running" and job["progress"] > 0.05
+            ]
+            if not running:
+                time.sleep(0.05)
+                continue
+            with session_scope(settings.resolved_database_url) as session:
+                node = session.get(Job, running[0]["job_id"]).worker or ""
+            victim = next((w for w in pool if node.endswith(w.name)), None)
+            if victim is None or victim.process.poll() is not None:
+                time.sleep(0.05)
+                continue
+            victim.kill()
+            kills += 1
+            pool.remove(victim)
+            replacement = WorkerProcess(env, tmp_path / f"w-after-{kills}.log").start()
+            pool.append(replacement)
+            workers.append(replacement)
+        assert kills == 20
+        jobs = [wait_for_job(client, job_id, HEADERS, timeout=600) for job_id in ids]
+    assert [job["status"] for job in jobs] == ["succeeded"] * 20
+    assert sum(job["attempts"] for job in jobs) >= 20 + 20  # every kill cost one attempt
+    for job in jobs:
+        assert _predictions(settings.resolved_database_url, job["job_id"]) == 40
+
+
+def test_poison_job_stops_after_max_attempts(
+    env_factory, workers: list[WorkerProcess], tmp_path: Path
+) -> None:
+    """A job that kills every worker running it fails after N attempts; no requeue loop."""
+    env = env_factory(BRAINMRI_JOB_MAX_ATTEMPTS="3")
+    settings = settings_from_env(env)
+    folder = _write_eval_set(env_factory.data / "poison", per_class=60, seed=6)
+    with TestClient(create_app(settings)) as client:
+        job_id = client.post(
+            "/v1/jobs/evaluate", headers=HEADERS, json={"source": str(folder), "tta": True}
+        ).json()["job_id"]
+        for attempt in range(1, 4):
+            worker = WorkerProcess(env, tmp_path / f"poison-{attempt}.log").start()
+            workers.append(worker)
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                job = client.get(f"/v1/jobs/{job_id}", headers=HEADERS).json()
+                if job["status"] == "running" and job["attempts"] == attempt:
+                    break
+                time.sleep(0.05)
+            worker.kill()  # the job "crashes" its worker
+        survivor = WorkerProcess(env, tmp_path / "survivor.log").start()
+        workers.append(survivor)
+        job = wait_for_job(client, job_id, HEADERS, timeout=60)
+        assert job["status"] == "failed"
+        assert job["error"]["code"] == "too_many_attempts"
+        time.sleep(5)  # no requeue loop: nothing touches it again
+        again = client.get(f"/v1/jobs/{job_id}", headers=HEADERS).json()
+    assert (again["status"], again["attempts"]) == ("failed", 3)
+    assert _predictions(settings.resolved_database_url, job_id) == 0
+
+
+def test_visibility_timeout_shorter_than_a_job_still_gives_one_result(
+    env_factory, workers: list[WorkerProcess], private_redis: PrivateRedis, tmp_path: Path
+) -> None:
+    """Redis hands the running job's message to a second worker; the claim refuses it.
+
+    kombu restores timed-out unacknowledged messages when a consumer starts (and then only
+    every ~100 s), so the second worker is started once the first has held the message for
+    longer than the 2 s visibility timeout.
+    """
+    env = env_factory(broker=private_redis.url, BRAINMRI_BROKER_VISIBILITY_TIMEOUT_SECONDS="2")
+    settings = settings_from_env(env)
+    folder = _write_eval_set(env_factory.data / "slow", per_class=120, seed=8)
+    first = WorkerProcess(env, tmp_path / "first.log").start()
+    workers.append(first)
+    with TestClient(create_app(settings)) as client:
+        job_id = client.post(
+            "/v1/jobs/evaluate", headers=HEADERS, json={"source": str(folder), "tta": True}
+        ).json()["job_id"]
+        wait_for_job(client, job_id, HEADERS, until=("running",))
+        time.sleep(3)  # longer than the visibility timeout
+        second = WorkerProcess(env, tmp_path / "second.log").start()
+        workers.append(second)
+        job = wait_for_job(client, job_id, HEADERS, timeout=300)
+    assert job["status"] == "succeeded"
+    assert job["attempts"] == 1
+    assert _predictions(settings.resolved_database_url, job_id) == 480
+    logs = (tmp_path / "first.log").read_text() + (tmp_path / "second.log").read_text()
+    assert logs.count("job started: kind=evaluate") == 1
+    assert "job not claimable" in (tmp_path / "second.log").read_text(), (
+        "the message was never redelivered; the test would prove nothing"
+    )

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from brainmri.phantom import phantom_png, write_phantom_dataset
-from tests.platform.conftest import EmbeddedServer
+from tests.infra import EmbeddedServer
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,7 @@ from brainmri.phantom import FOLDER_NAMES, phantom_png, write_phantom_dataset
 from brainmri.phantom_dicom import FakePatient, dataset_bytes, phantom_series, zip_series
 from brainmri_api.main import create_app
 from tests.helpers import encode, grey_image, png_header_only, zip_bomb, zip_bytes
-from tests.platform.conftest import (
+from tests.infra import (
     S3Server,
     WorkerProcess,
     free_port,

@@ -9,7 +9,7 @@ import pytest
 from brainmri.config import Settings
 from brainmri.errors import InputTooLargeError
 from brainmri.storage import ObjectNotFoundError, StorageUnavailableError, store_for_uri
-from tests.platform.conftest import S3Server, free_port
+from tests.infra import S3Server, free_port
 
 
 @pytest.fixture(params=["local", "s3"])

@@ -23,7 +23,7 @@ from brainmri.registry.versions import RegistryConflictError, promote
 from brainmri_api.main import create_app
 from brainmri_trainer.schedule import beat_schedule, parse_cron
 from tests.conftest import make_bundle
-from tests.platform.conftest import (
+from tests.infra import (
     S3Server,
     WorkerProcess,
     services_env,

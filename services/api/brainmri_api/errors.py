@@ -10,6 +10,7 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from brainmri.errors import (
@@ -82,6 +83,16 @@ def install_error_handlers(app: FastAPI) -> None:
             log.warning("%s: %s", exc.code, exc)
         headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
         return error_response(status, exc.code, str(exc), headers)
+
+    @app.exception_handler(OperationalError)
+    @app.exception_handler(InterfaceError)
+    async def _database_down(_: Request, exc: DBAPIError) -> JSONResponse:
+        log.warning("database unavailable: %s", exc.orig)
+        return error_response(
+            503,
+            "database_unavailable",
+            "the database is unavailable; nothing was stored, try again shortly",
+        )
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:

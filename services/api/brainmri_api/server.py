@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import ctypes
 import logging
 import os
 import secrets
@@ -11,12 +12,9 @@ import subprocess
 import sys
 import threading
 
-import uvicorn
-
 from brainmri import DISCLAIMER
 from brainmri.cli.common import EPILOG
 from brainmri.config import Settings, get_settings
-from brainmri.db.migrate import upgrade, wait_for_database
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +48,13 @@ def embedded_api_key(settings: Settings) -> str:
     return key
 
 
+def _die_with_parent() -> None:
+    """Linux: the embedded worker gets SIGTERM if `serve` dies, even by SIGKILL (no orphans)."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 def _stop_if_worker_dies(worker: subprocess.Popen[bytes]) -> None:
     """Embedded mode is one service: if its worker exits, stop the API too (no silent queue)."""
 
@@ -63,6 +68,10 @@ def _stop_if_worker_dies(worker: subprocess.Popen[bytes]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from brainmri.db.migrate import upgrade, wait_for_database
+
     settings = get_settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     worker: subprocess.Popen[bytes] | None = None
@@ -83,9 +92,13 @@ def run(args: argparse.Namespace) -> int:
         settings = get_settings()
         upgrade(settings.resolved_database_url)
         if not args.no_worker:
-            worker = subprocess.Popen(
-                [sys.executable, "-m", "brainmri.cli.main", "worker"], env=os.environ.copy()
+            command = [sys.executable, "-m", "brainmri.cli.main", "worker"]
+            if settings.retrain_schedule:
+                command.append("--beat")
+            worker = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+                command, env=os.environ.copy(), preexec_fn=_die_with_parent
             )
+            _stop_if_worker_dies(worker)
         print(
             f"embedded mode: database {settings.resolved_database_url}, objects "
             f"{settings.resolved_object_store_url}, worker pid "

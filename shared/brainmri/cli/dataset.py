@@ -6,7 +6,6 @@ import argparse
 from pathlib import Path
 
 from brainmri.cli.common import EPILOG, add_flag
-from brainmri.data.builder import DEFAULT_NEAR_DUP_THRESHOLD, build_dataset
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -35,7 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         build,
         "near_dup_threshold",
         type=float,
-        default=DEFAULT_NEAR_DUP_THRESHOLD,
+        default=0.99,
         help="32x32 grey thumbnail correlation that makes two images one group",
     )
     add_flag(build, "workers", type=int, default=2, help="decoding threads")
@@ -43,6 +42,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_build(args: argparse.Namespace) -> int:
+    from brainmri.data.builder import build_dataset
+
     summary = build_dataset(
         args.root,
         args.out,

@@ -6,7 +6,6 @@ import argparse
 
 from brainmri.cli.common import EPILOG
 from brainmri.config import get_settings
-from brainmri.db.migrate import upgrade, wait_for_database
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -20,6 +19,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_upgrade(args: argparse.Namespace) -> int:
+    from brainmri.db.migrate import upgrade, wait_for_database
+
     url = get_settings().resolved_database_url
     wait_for_database(url, timeout=args.wait)
     upgrade(url)

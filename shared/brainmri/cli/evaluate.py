@@ -7,10 +7,6 @@ from pathlib import Path
 
 from brainmri.cli.common import EPILOG
 from brainmri.config import get_settings
-from brainmri.data.manifest import load_samples
-from brainmri.evaluation.report import EvalItem, evaluate
-from brainmri.inference.loader import engine_from_settings
-from brainmri.inference.results import resolve_threshold
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -32,6 +28,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from brainmri.data.manifest import load_samples
+    from brainmri.evaluation.report import EvalItem, evaluate
+    from brainmri.inference.loader import engine_from_settings
+    from brainmri.inference.results import resolve_threshold
+
     settings = get_settings()
     engine = engine_from_settings(
         settings, model_dir=args.model, backend=args.backend, device=args.device

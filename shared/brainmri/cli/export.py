@@ -5,16 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import torch
-
 from brainmri.cli.common import EPILOG, print_json
 from brainmri.config import get_settings
-from brainmri.inference.agreement import compare_probabilities
-from brainmri.inference.backends import EagerBackend, OnnxBackend
-from brainmri.inference.onnx_export import export_onnx
-from brainmri.models.bundle import load_bundle
-from brainmri.phantom import generate_phantom
-from brainmri.preprocess import preprocess_slice
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -38,6 +30,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_onnx(args: argparse.Namespace) -> int:
+    import torch
+
+    from brainmri.inference.agreement import compare_probabilities
+    from brainmri.inference.backends import EagerBackend, OnnxBackend
+    from brainmri.inference.onnx_export import export_onnx
+    from brainmri.models.bundle import load_bundle
+    from brainmri.phantom import generate_phantom
+    from brainmri.preprocess import preprocess_slice
+
     bundle = load_bundle(args.model or get_settings().resolved_model_dir)
     path = export_onnx(bundle, args.out)
     result: dict[str, object] = {"model_version": bundle.version, "onnx": str(path)}

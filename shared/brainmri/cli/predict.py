@@ -10,8 +10,6 @@ from brainmri import DISCLAIMER
 from brainmri.cli.common import EPILOG, add_flag, print_json
 from brainmri.config import get_settings
 from brainmri.errors import InputError
-from brainmri.inference.loader import engine_from_settings
-from brainmri.inference.results import resolve_threshold
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -58,6 +56,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from brainmri.inference.loader import engine_from_settings
+    from brainmri.inference.results import resolve_threshold
+
     settings = get_settings()
     overrides = {}
     if args.dicom_slices:

@@ -8,9 +8,7 @@ from pathlib import Path
 
 from brainmri.cli.common import EPILOG, add_flag, str2bool
 from brainmri.config import get_settings
-from brainmri.data.manifest import read_manifest
 from brainmri.training.recipes import RECIPES, make_config
-from brainmri.training.trainer import Trainer
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -100,6 +98,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from brainmri.data.manifest import read_manifest
+    from brainmri.training.trainer import Trainer
+
     option_names = (
         "arch",
         "img_size",

@@ -285,6 +285,32 @@ def request_cancel(session: Session, *, job_id: str) -> Job | None:
     return session.get(Job, job_id, populate_existing=True)
 
 
+def requeue_failed(session: Session, *, job_id: str) -> bool:
+    """Put a job that failed with a *retryable* error back in the queue (fresh attempts)."""
+    job = session.get(Job, job_id, populate_existing=True)
+    if job is None or job.status != JobStatus.FAILED or not (job.error or {}).get("retryable"):
+        return False
+    updated = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status == JobStatus.FAILED)
+        .values(
+            status=JobStatus.QUEUED,
+            error=None,
+            result=None,
+            progress=0.0,
+            progress_detail=None,
+            attempts=0,
+            started_at=None,
+            finished_at=None,
+            heartbeat_at=None,
+            cancel_requested=False,
+            enqueued_at=utcnow(),
+        )
+        .execution_options(synchronize_session=False)
+    )
+    return updated.rowcount == 1
+
+
 @dataclass(frozen=True, slots=True)
 class ReapResult:
     requeue: list[tuple[str, str]]  # (job id, kind) to send to the broker again

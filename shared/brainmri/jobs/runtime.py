@@ -24,6 +24,7 @@ from typing import Any
 
 from celery import Celery, Task
 from celery.exceptions import SoftTimeLimitExceeded
+from sqlalchemy.exc import DBAPIError
 
 from brainmri.config import Settings, get_settings
 from brainmri.db.jobs import (
@@ -184,18 +185,23 @@ def _run_job(task: Task, body: JobBody, job_id: str) -> None:
     url = settings.resolved_database_url
     worker = f"{socket.gethostname()}:{task.request.hostname or 'worker'}"
     stale_before = utcnow() - timedelta(seconds=settings.job_stale_after_seconds)
-    with session_scope(url) as session:
-        claim = claim_job(
-            session,
-            job_id=job_id,
-            worker=worker,
-            stale_before=stale_before,
-            max_attempts=settings.job_max_attempts,
-        )
-        if claim is None:
-            log.info("job not claimable (finished, cancelled, taken or out of attempts)")
-            return
-        ctx = JobContext(settings, claim.job, claim.attempt)
+    try:
+        with session_scope(url) as session:
+            claim = claim_job(
+                session,
+                job_id=job_id,
+                worker=worker,
+                stale_before=stale_before,
+                max_attempts=settings.job_max_attempts,
+            )
+            if claim is None:
+                log.info("job not claimable (finished, cancelled, taken or out of attempts)")
+                return
+            ctx = JobContext(settings, claim.job, claim.attempt)
+    except DBAPIError as exc:
+        # The database is down: nothing was claimed; try this message again later.
+        log.warning("database unavailable before the job started (%s); retrying", exc.orig)
+        raise task.retry(exc=exc, countdown=5, max_retries=None) from exc
     log.info("job started: kind=%s attempt=%d", ctx.kind, ctx.attempt)
     started = time.perf_counter()
     ctx.start_heartbeat()
@@ -217,6 +223,12 @@ def _run_job(task: Task, body: JobBody, job_id: str) -> None:
             log.info("job succeeded in %.2fs", time.perf_counter() - started)
         else:
             log.warning("job result discarded: this worker no longer owns the job")
+    except DBAPIError as exc:
+        # The job row cannot be written now. Its heartbeat goes stale while the database is
+        # away, and the reaper requeues it once the database is back.
+        log.warning(
+            "database unavailable during the job (%s); the reaper will requeue it", exc.orig
+        )
     except JobOwnershipLost:
         log.warning("job taken over by another worker; stopping without writing")
     except JobCancelled:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields, replace
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from brainmri.errors import ConfigurationError
-from brainmri.training.augment import LIGHT, STRONG, AugmentConfig
+
+if TYPE_CHECKING:
+    from brainmri.training.augment import AugmentConfig
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,8 @@ class TrainConfig:
 
     @property
     def augment_config(self) -> AugmentConfig:
+        from brainmri.training.augment import LIGHT, STRONG  # torchvision: import on use
+
         return STRONG if self.augment == "strong" else LIGHT
 
     def as_dict(self) -> dict[str, Any]:

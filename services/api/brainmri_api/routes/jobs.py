@@ -8,11 +8,12 @@ from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Query, Response, UploadFile, status
 
-from brainmri.db.jobs import get_job, list_jobs, request_cancel
+from brainmri.db.jobs import get_job, list_jobs, request_cancel, requeue_failed
 from brainmri.db.models import JobKind, JobStatus
+from brainmri.jobs.enqueue import send_job
 from brainmri.sources import resolve_source
 from brainmri_api.deps import AdminDep, PrincipalDep, SessionDep, StateDep
-from brainmri_api.errors import ConflictError, NotFoundError
+from brainmri_api.errors import ConflictError, NotFoundError, ServiceUnavailableError
 from brainmri_api.schemas import (
     ErrorBody,
     EvaluateRequest,
@@ -133,6 +134,35 @@ def cancel_job(job_id: str, session: SessionDep, principal: PrincipalDep) -> Job
         raise ConflictError(f"job {job_id} already {job.status}")
     job = request_cancel(session, job_id=job_id)
     assert job is not None
+    return job_public(job)
+
+
+@router.post(
+    "/{job_id}/retry",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=JobPublic,
+    responses=ERRORS,
+    summary="Run a job again that failed with a retryable error (e.g. a storage outage)",
+)
+def retry_job(
+    job_id: str, state: StateDep, session: SessionDep, principal: PrincipalDep
+) -> JobPublic:
+    job = get_job(session, job_id, owner=principal.owner_filter)
+    if job is None:
+        raise NotFoundError(f"no job {job_id}")
+    if not requeue_failed(session, job_id=job_id):
+        raise ConflictError(
+            f"job {job_id} is {job.status}; only failed jobs with a retryable error can be retried"
+        )
+    session.commit()
+    try:
+        send_job(state.celery, job_id=job_id, kind=job.kind)
+    except Exception as exc:  # the reaper re-sends queued jobs once the broker is back
+        raise ServiceUnavailableError(
+            "the job is queued again but the broker is unavailable; "
+            "it will be sent when the broker is back"
+        ) from exc
+    session.refresh(job)
     return job_public(job)
 
 

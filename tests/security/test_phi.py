@@ -1,0 +1,238 @@
+"""PHI never leaves the upload: a series full of identifying values goes through the whole
+services stack, and none of PS3.15 Table E.1-1's attributes or values appear in the object
+store, the database, the logs or any API response."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import zipfile
+from pathlib import Path
+
+import pydicom
+import pytest
+from fastapi.testclient import TestClient
+from pydicom.dataset import Dataset
+from pydicom.sequence import Sequence as DicomSequence
+from sqlalchemy import select
+
+from brainmri.db.models import Job, Prediction
+from brainmri.db.session import session_scope
+from brainmri.imaging.deid import BASIC_PROFILE_ATTRIBUTES, REPLACED_UIDS
+from brainmri.phantom_dicom import FakePatient, dataset_bytes, phantom_series
+from brainmri_api.main import create_app
+from tests.infra import S3Server, WorkerProcess, services_env, settings_from_env, wait_for_job
+
+KEY = "phi-key-0123456789abcdef"
+HEADERS = {"X-API-Key": KEY}
+PATIENT = FakePatient(
+    name="Zyxwv^Quorra^Eleanor",
+    patient_id="MRN-99887766",
+    birth_date="19450704",
+    accession="ACC-55511199",
+    institution="Quorra Memorial Infirmary",
+    referring="Referrer^Octavia",
+    address="77 Privacy Lane, Identtown",
+)
+EXTRA_VALUES = {
+    "OtherPatientIDs": "OTHER-ID-31337",
+    "PatientComments": "allergic to quorrazine",
+    "AdditionalPatientHistory": "history of quorraitis",
+    "OperatorsName": "Operator^Ulrich",
+    "StationName": "QUORRA-MR-07",
+    "DeviceSerialNumber": "SN-0042-QUORRA",
+    "StudyID": "STUDY-7741",
+}
+PRIVATE_VALUE = "PRIVATE-MRN-99887766"
+
+
+def identifying_series() -> tuple[list[Dataset], list[str]]:
+    series = phantom_series("glioma", n_slices=5, size=64, patient=PATIENT)
+    for ds in series:
+        for keyword, value in EXTRA_VALUES.items():
+            setattr(ds, keyword, value)
+        block = ds.private_block(0x0011, "QUORRA PACS", create=True)
+        block.add_new(0x01, "LO", PRIVATE_VALUE)
+        referenced = Dataset()
+        referenced.PatientName = PATIENT.name
+        referenced.ReferencedSOPInstanceUID = ds.SOPInstanceUID
+        ds.ReferencedPatientSequence = DicomSequence([referenced])
+    originals = sorted({str(ds[k].value) for ds in series for k in REPLACED_UIDS if k in ds})
+    return series, originals
+
+
+def secrets_of(originals: list[str]) -> list[str]:
+    values = [
+        PATIENT.name,
+        "Zyxwv",
+        "Quorra",
+        PATIENT.patient_id,
+        PATIENT.birth_date,
+        PATIENT.accession,
+        PATIENT.institution,
+        PATIENT.referring,
+        PATIENT.address,
+        PRIVATE_VALUE,
+        *EXTRA_VALUES.values(),
+    ]
+    return values + originals
+
+
+class Capture(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record))
+
+
+@pytest.fixture(scope="module")
+def run(
+    postgres_url: str,
+    redis_url: str,
+    s3: S3Server,
+    service_bucket: str,
+    platform_bundle: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> dict:
+    base = tmp_path_factory.mktemp("phi")
+    env = services_env(
+        postgres_url=postgres_url,
+        redis_url=redis_url,
+        s3=s3,
+        bucket=service_bucket,
+        data_dir=base / "data",
+        bundle=platform_bundle,
+        api_keys=f"{KEY}:admin",
+        extra={"BRAINMRI_LOG_LEVEL": "DEBUG"},
+    )
+    worker = WorkerProcess(env, base / "worker.log").start()
+    capture = Capture()
+    root = logging.getLogger()
+    root.addHandler(capture)
+    series, originals = identifying_series()
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for number, ds in enumerate(series):
+            archive.writestr(f"{PATIENT.name}/{PATIENT.patient_id}_{number}.dcm", dataset_bytes(ds))
+    responses: list[str] = []
+    try:
+        with TestClient(create_app(settings_from_env(env))) as client:
+            ids = []
+            for name, data in (
+                (f"{PATIENT.name}.zip", buffer.getvalue()),
+                (f"{PATIENT.patient_id}.dcm", dataset_bytes(series[0])),
+            ):
+                response = client.post(
+                    "/v1/jobs/predict",
+                    headers=HEADERS,
+                    files={"file": (name, data, "application/octet-stream")},
+                )
+                assert response.status_code == 202, response.text
+                responses.append(response.text)
+                ids.append(response.json()["job_id"])
+            for job_id in ids:
+                job = wait_for_job(client, job_id, HEADERS)
+                assert job["status"] == "succeeded", job
+                responses.append(client.get(f"/v1/jobs/{job_id}", headers=HEADERS).text)
+                for name in job["links"]["artifacts"]:
+                    responses.append(
+                        repr(client.get(job["links"]["artifacts"][name], headers=HEADERS).content)
+                    )
+            responses.append(client.get("/v1/jobs", headers=HEADERS).text)
+            legacy = client.post(
+                "/predict?save_cam=true",
+                headers=HEADERS,
+                files={"file": ("x.dcm", dataset_bytes(series[1]))},
+            )
+            assert legacy.status_code == 200
+            responses.append(legacy.text)
+            ids.append(legacy.json()["job_id"])
+    finally:
+        root.removeHandler(capture)
+        worker.stop()
+    return {
+        "ids": ids,
+        "env": env,
+        "originals": originals,
+        "responses": responses,
+        "logs": "\n".join(capture.lines) + (base / "worker.log").read_text(errors="replace"),
+        "settings": settings_from_env(env),
+    }
+
+
+def _stored_objects(run: dict, s3: S3Server, bucket: str) -> dict[str, bytes]:
+    client = s3.client()
+    objects = {}
+    for job_id in run["ids"]:
+        for prefix in (f"uploads/{job_id}/", f"artifacts/{job_id}/"):
+            for key in s3.keys(bucket, prefix):
+                response = client.get_object(bucket, key)
+                objects[key] = response.read()
+                response.close()
+    return objects
+
+
+def _dicoms(objects: dict[str, bytes]) -> list[bytes]:
+    found = []
+    for key, data in objects.items():
+        if key.endswith(".zip"):
+            with zipfile.ZipFile(io.BytesIO(data)) as archive:
+                found += [archive.read(name) for name in archive.namelist()]
+        elif key.endswith(".dcm"):
+            found.append(data)
+    return found
+
+
+def test_object_store_holds_no_identifiers(run: dict, s3: S3Server, service_bucket: str) -> None:
+    objects = _stored_objects(run, s3, service_bucket)
+    dicoms = _dicoms(objects)
+    assert len(dicoms) == 5 + 1 + 1
+    for data in [*objects.values(), *dicoms]:
+        for value in secrets_of(run["originals"]):
+            assert value.encode() not in data, value
+    for data in dicoms:
+        assert data[:128] == b"\0" * 128  # no polyglot preamble
+        ds = pydicom.dcmread(io.BytesIO(data))
+        present = [k for k in BASIC_PROFILE_ATTRIBUTES if k in ds and k not in REPLACED_UIDS]
+        assert present == []
+        assert not any(element.tag.is_private for element in ds.iterall())
+        for keyword in REPLACED_UIDS:
+            if keyword in ds:
+                assert str(ds[keyword].value).startswith("2.25.")
+                assert str(ds[keyword].value) not in run["originals"]
+        assert ds.PatientIdentityRemoved == "YES"
+        assert ds.DeidentificationMethodCodeSequence[0].CodeValue == "113100"
+
+
+def test_uids_stay_consistent_within_an_upload(
+    run: dict, s3: S3Server, service_bucket: str
+) -> None:
+    zips = [d for k, d in _stored_objects(run, s3, service_bucket).items() if k.endswith(".zip")]
+    with zipfile.ZipFile(io.BytesIO(zips[0])) as archive:
+        series = [pydicom.dcmread(io.BytesIO(archive.read(n))) for n in archive.namelist()]
+    assert len({ds.SeriesInstanceUID for ds in series}) == 1
+    assert len({ds.StudyInstanceUID for ds in series}) == 1
+    assert len({ds.SOPInstanceUID for ds in series}) == 5
+
+
+def test_database_holds_no_identifiers(run: dict) -> None:
+    with session_scope(run["settings"].resolved_database_url) as session:
+        jobs = session.scalars(select(Job).where(Job.id.in_(run["ids"]))).all()
+        rows = session.scalars(select(Prediction).where(Prediction.job_id.in_(run["ids"]))).all()
+        dump = json.dumps(
+            [{c.name: getattr(o, c.name) for c in o.__table__.columns} for o in [*jobs, *rows]],
+            default=str,
+        )
+    assert len(jobs) == 3
+    for value in secrets_of(run["originals"]):
+        assert value not in dump, value
+
+
+def test_logs_and_responses_hold_no_identifiers(run: dict) -> None:
+    text = run["logs"] + "\n".join(run["responses"])
+    assert "job succeeded" in run["logs"]  # the logs were really captured
+    for value in secrets_of(run["originals"]):
+        assert value not in text, value
