@@ -203,7 +203,8 @@ class WorkerProcess:
         self.name = name or f"w{uuid.uuid4().hex[:6]}@test"
         self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self, timeout: float = 90.0) -> WorkerProcess:
+    def start(self, timeout: float = 90.0, *, wait: bool = True) -> WorkerProcess:
+        """Launch the worker; with ``wait`` return once it consumes its queues."""
         self._log = self.log_path.open("ab")
         self.process = subprocess.Popen(
             [
@@ -223,6 +224,8 @@ class WorkerProcess:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+        if not wait:
+            return self
         deadline = time.monotonic() + timeout
         offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         while time.monotonic() < deadline:

@@ -160,8 +160,10 @@ class Settings(BaseSettings):
     )
     train_time_limit: int = Field(172800, ge=1, description="Hard time limit (s) of a train job.")
     broker_visibility_timeout_seconds: int | None = Field(
-        None, ge=1, description="Redis visibility timeout. Unset: longer than the longest job's "
-        "time limit, so a running job is never redelivered (the job claim guards it anyway)."
+        None,
+        ge=1,
+        description="Redis visibility timeout. Unset: longer than the longest job's "
+        "time limit, so a running job is never redelivered (the job claim guards it anyway).",
     )
     storage_max_retries: int = Field(
         5, ge=0, description="Retries with exponential backoff for object-store outages."

@@ -72,3 +72,48 @@ def test_training_eval_and_local_predict_tensors_are_identical(
     assert torch.equal(train_eval, engine_tensor)
     assert torch.equal(engine_tensor, reference)
     assert torch.equal(reference, direct)
+
+
+@pytest.mark.parametrize("kind", ["rgb-jpeg-with-exif", "16-bit-png", "palette-png"])
+def test_service_predict_sees_the_same_tensor(
+    tmp_path: Path, random_bundle_dir: Path, kind: str
+) -> None:
+    """The worker scores the sanitized upload the API stored; it must equal the local path."""
+    from PIL import Image
+
+    from brainmri.imaging.dicom import SliceSelection
+    from brainmri.imaging.ingest import sanitize_upload
+    from brainmri.imaging.limits import InputLimits
+    from brainmri_worker.predict import prepare_upload
+    from tests.helpers import encode
+
+    grey = generate_phantom("glioma", seed=3, size=120)
+    if kind == "rgb-jpeg-with-exif":
+        exif = Image.Exif()
+        exif[0x0112] = 8
+        data = encode(
+            Image.fromarray(grey).convert("RGB").resize((130, 100)), "JPEG", exif=exif, quality=90
+        )
+    elif kind == "16-bit-png":
+        data = encode(Image.fromarray(grey.astype(np.uint16) * 257))
+    else:
+        data = encode(Image.fromarray(grey).convert("P", palette=Image.Palette.ADAPTIVE))
+    path = tmp_path / "scan.img"
+    path.write_bytes(data)
+    bundle = load_bundle(random_bundle_dir)
+    engine = InferenceEngine(bundle, device="cpu")
+    stored = sanitize_upload(data, InputLimits(), SliceSelection()).data
+    service = prepare_upload(engine, stored).tensors[0]
+    local = engine.prepare_source(path).tensors[0]
+    config = bundle.metadata.preprocess
+    cache = build_cache(
+        [Sample(path, "glioma")],
+        CLASS_NAMES,
+        config,
+        size=config.img_size,
+        as_uint8=False,
+        progress=False,
+    )
+    train_eval = EvalDataset(cache, config)[0][0]
+    assert torch.equal(service, local)
+    assert torch.equal(local, train_eval)

@@ -22,6 +22,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", type=Path, required=True, metavar="OUT")
     parser.add_argument("--tta", action="store_true")
     parser.add_argument("--threshold", type=float, default=None)
+    parser.add_argument(
+        "--bootstrap",
+        type=int,
+        default=0,
+        metavar="N",
+        help="add 95%% bootstrap confidence intervals from N resamples",
+    )
     parser.add_argument("--backend", choices=("eager", "bf16", "onnx"), default=None)
     parser.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default=None)
     parser.set_defaults(handler=run)
@@ -39,7 +46,15 @@ def run(args: argparse.Namespace) -> int:
     )
     threshold = resolve_threshold(args.threshold, settings.tumor_thresh, engine.metadata)
     items = [EvalItem(str(s.path), s.class_name, s.path) for s in load_samples(args.data)]
-    outcome = evaluate(engine, items, args.out, threshold=threshold, tta=args.tta, progress=True)
+    outcome = evaluate(
+        engine,
+        items,
+        args.out,
+        threshold=threshold,
+        tta=args.tta,
+        progress=True,
+        bootstrap=args.bootstrap,
+    )
     r = outcome.report
 
     def fmt(value: float | None) -> str:

@@ -25,6 +25,7 @@ from brainmri.errors import DatasetError, InputError
 from brainmri.evaluation import plots
 from brainmri.evaluation.metrics import (
     binary_truth,
+    bootstrap_ci,
     classification_report,
     reliability_bins,
     threshold_sweep,
@@ -75,6 +76,7 @@ def evaluate(
     progress: bool = False,
     on_progress: Callable[[int, int], None] | None = None,
     plots_enabled: bool = True,
+    bootstrap: int = 0,
 ) -> EvalOutcome:
     """Score ``items`` with ``engine`` and write the report artifacts into ``out_dir``."""
     if not items:
@@ -125,6 +127,12 @@ def evaluate(
     y_bin = binary_truth(y_true, class_names)
     tumor_prob = tumor_probabilities(probs, class_names) if len(labelled) else np.zeros(0)
     report["threshold_sweep"] = threshold_sweep(y_bin, tumor_prob) if len(labelled) else []
+    if bootstrap and len(labelled) > 1:
+        intervals = bootstrap_ci(y_true, probs, class_names, threshold=threshold, n_boot=bootstrap)
+        report["confidence_intervals"] = {
+            "method": f"percentile bootstrap, {bootstrap} resamples, 95%",
+            **{key: list(bounds) for key, bounds in intervals.items()},
+        }
     report["reliability"] = reliability_bins(probs, y_true) if len(labelled) else []
 
     outcome.artifacts.append(

@@ -77,8 +77,10 @@ def canonical_png(data: bytes, limits: InputLimits) -> bytes:
         mode = oriented.mode
         if mode == "1":
             oriented = oriented.convert("L")
-        elif mode in ("P", "PA", "La", "RGBa"):
-            oriented = oriented.convert("RGBA")  # opaque palettes decode the same with alpha 255
+        elif mode in ("PA", "La", "RGBa") or (mode == "P" and "transparency" in image.info):
+            oriented = oriented.convert("RGBA")
+        elif mode == "P":
+            oriented = oriented.convert("RGB")  # the decoder's own path for opaque palettes
         elif mode in ("CMYK", "YCbCr", "LAB", "HSV"):
             oriented = oriented.convert("RGB")
         elif mode == "F" or (mode.startswith("I") and mode != "I;16"):
