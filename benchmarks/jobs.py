@@ -33,6 +33,7 @@ from pathlib import Path
 
 import httpx
 import psycopg2
+import redis
 
 from brainmri.db.migrate import upgrade
 from brainmri.inference.engine import InferenceEngine
@@ -59,6 +60,9 @@ def percentile(values: list[float], q: float) -> float:
 
 @contextmanager
 def services_stack(bundle: Path, work: Path) -> Iterator[str]:
+    work.mkdir(parents=True, exist_ok=True)
+    broker = f"{REDIS_BASE}/13"
+    redis.Redis.from_url(broker).flushdb()  # a private, empty broker database
     name = f"brainmri_bench_{uuid.uuid4().hex[:8]}"
     admin = psycopg2.connect(PG_ADMIN)
     admin.autocommit = True
@@ -72,7 +76,7 @@ def services_stack(bundle: Path, work: Path) -> Iterator[str]:
         **os.environ,
         **FAST_JOB_SETTINGS,
         "BRAINMRI_DATABASE_URL": url,
-        "BRAINMRI_BROKER_URL": f"{REDIS_BASE}/13",
+        "BRAINMRI_BROKER_URL": broker,
         "BRAINMRI_OBJECT_STORE_URL": "s3://brainmri",
         "BRAINMRI_S3_ENDPOINT": s3.endpoint,
         "BRAINMRI_S3_ACCESS_KEY": "bench",
@@ -80,7 +84,6 @@ def services_stack(bundle: Path, work: Path) -> Iterator[str]:
         "BRAINMRI_DATA_DIR": str(work / "data"),
         "BRAINMRI_MODEL_DIR": str(bundle),
         "BRAINMRI_API_KEYS": f"{KEY}:admin",
-        "BRAINMRI_LOG_LEVEL": "WARNING",
         "BRAINMRI_JOB_HEARTBEAT_SECONDS": "5",
     }
     worker = WorkerProcess(env, work / "worker.log").start()
@@ -109,7 +112,7 @@ def services_stack(bundle: Path, work: Path) -> Iterator[str]:
         admin.close()
 
 
-def run_job(client: httpx.Client, image: bytes, cam: bool) -> dict:
+def run_job(client: httpx.Client, image: bytes, cam: bool, timeout: float = 120.0) -> dict:
     started = time.perf_counter()
     created = client.post(
         "/v1/jobs/predict",
@@ -120,6 +123,8 @@ def run_job(client: httpx.Client, image: bytes, cam: bool) -> dict:
         job = client.get(f"/v1/jobs/{created['job_id']}").json()
         if job["status"] in ("succeeded", "failed"):
             break
+        if time.perf_counter() - started > timeout:
+            raise RuntimeError(f"job {created['job_id']} still {job['status']} after {timeout}s")
         time.sleep(0.003)
     job["client_ms"] = (time.perf_counter() - started) * 1000.0
     return job
@@ -180,6 +185,13 @@ def direct_call_ms(bundle: Path, image: bytes, cam: bool, n: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=40, help="sequential jobs per latency run")
+    parser.add_argument("--clients", default="1,8,32", help="concurrency levels for throughput")
+    parser.add_argument(
+        "--throughput-jobs",
+        type=int,
+        default=32,
+        help="jobs per concurrency level (split across its clients)",
+    )
     parser.add_argument("--model", type=Path, default=None, help="bundle (default: resnet18@224)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args()
@@ -196,14 +208,14 @@ def main() -> None:
             "cam_on": direct_call_ms(bundle, image, True, 20),
         }
         with services_stack(bundle, work / "services") as base:
-            results["services"] = _measure(base, image, args.jobs)
+            results["services"] = _measure(base, image, args)
         allowed = work / "allowed"
         allowed.mkdir()
         embedded = EmbeddedServer(work / "embedded" / "data", bundle, allowed)
         try:
             global KEY
             KEY = embedded.key
-            results["embedded"] = _measure(embedded.base, image, args.jobs)
+            results["embedded"] = _measure(embedded.base, image, args)
         finally:
             embedded.stop()
     machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
@@ -213,13 +225,15 @@ def main() -> None:
     (args.out / "jobs.json").write_text(json.dumps(results, indent=2))
 
 
-def _measure(base: str, image: bytes, n: int) -> dict[str, object]:
+def _measure(base: str, image: bytes, args: argparse.Namespace) -> dict[str, object]:
+    print(f"measuring {base} ...", file=sys.stderr, flush=True)
+    levels = [int(c) for c in args.clients.split(",")]
     return {
-        "cam_off": latency(base, image, cam=False, n=n),
-        "cam_on": latency(base, image, cam=True, n=n),
+        "cam_off": latency(base, image, cam=False, n=args.jobs),
+        "cam_on": latency(base, image, cam=True, n=args.jobs),
         "throughput_jobs_per_s": {
-            clients: throughput(base, image, clients, max(2, 32 // clients))
-            for clients in (1, 8, 32)
+            clients: throughput(base, image, clients, max(1, args.throughput_jobs // clients))
+            for clients in levels
         },
     }
 

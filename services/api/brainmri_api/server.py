@@ -119,6 +119,7 @@ def run(args: argparse.Namespace) -> int:
             port=args.port,
             log_config=None,
             proxy_headers=True,
+            access_log=False,  # brainmri_api.access logs every request with its id
             timeout_keep_alive=5,
         )
     finally:

@@ -76,7 +76,9 @@ def run(args: argparse.Namespace) -> int:
         args.cam.mkdir(parents=True, exist_ok=True)
     outputs: list[dict[str, Any]] = []
     failed = False
-    for path in args.files:
+    from tqdm import tqdm
+
+    for path in tqdm(args.files, desc="predict", unit="file", disable=not several):
         entry: dict[str, Any] = {"file": str(path)}
         try:
             prepared = engine.prepare_source(path)

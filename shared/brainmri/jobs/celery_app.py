@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from celery import Celery
-from kombu import Queue
+from kombu import Exchange, Queue
 
 from brainmri.config import Settings
 from brainmri.jobs.names import ALL_QUEUES, TASK_ROUTES
@@ -24,7 +24,12 @@ def create_celery(settings: Settings, *, include: Sequence[str] = ()) -> Celery:
     app = Celery("brainmri", broker=settings.resolved_broker_url, include=list(include))
     app.conf.update(
         task_routes=TASK_ROUTES,
-        task_queues=[Queue(name) for name in ALL_QUEUES],
+        # One direct exchange and routing key per queue. (A bare Queue(name) inherits the
+        # default exchange and routing key, which binds every queue to the same key and
+        # copies each message into all of them.)
+        task_queues=[
+            Queue(name, Exchange(name, type="direct"), routing_key=name) for name in ALL_QUEUES
+        ],
         task_default_queue="predict",
         task_acks_late=True,
         task_reject_on_worker_lost=True,
