@@ -146,15 +146,20 @@ def claim_job(
         .values(
             status=JobStatus.FAILED,
             finished_at=now,
-            error={
-                "code": "too_many_attempts",
-                "retryable": False,
-                "message": f"the job stopped {max_attempts} workers without finishing",
-            },
+            error=_poison_error(max_attempts),
         )
         .execution_options(synchronize_session=False)
     )
     return None
+
+
+def _poison_error(attempts: int) -> dict[str, Any]:
+    """The error of a job that keeps killing the workers that run it."""
+    return {
+        "code": "too_many_attempts",
+        "retryable": False,
+        "message": f"the job stopped {attempts} workers without finishing",
+    }
 
 
 def _owned(job_id: str, attempt: int) -> tuple[Any, ...]:
@@ -347,11 +352,7 @@ def reap(
                 .values(
                     status=JobStatus.FAILED,
                     finished_at=now,
-                    error={
-                        "code": "too_many_attempts",
-                        "retryable": False,
-                        "message": f"the job stopped {attempts} workers without finishing",
-                    },
+                    error=_poison_error(attempts),
                 )
                 .execution_options(synchronize_session=False)
             )
