@@ -22,7 +22,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from brainmri.errors import ConfigurationError
 
 Device = Literal["auto", "cpu", "cuda", "mps"]
-InferenceBackendName = Literal["eager", "bf16", "onnx"]
+InferenceBackendName = Literal["auto", "eager", "bf16", "onnx"]
 DicomSliceMode = Literal["center", "middle_k"]
 
 #: Values that must never reach production: they are the documented examples.
@@ -82,7 +82,9 @@ class Settings(BaseSettings):
     )
     device: Device = Field("auto", description="`auto`, `cpu`, `cuda` or `mps`.")
     inference_backend: InferenceBackendName = Field(
-        "eager", description="`eager` (fp32), `bf16` (autocast) or `onnx` (ONNX Runtime)."
+        "auto",
+        description="`auto` (bf16 autocast where it is native and faster - CUDA, AMX CPUs - "
+        "else fp32), `eager` (fp32), `bf16` or `onnx` (ONNX Runtime).",
     )
     inference_batch_size: int = Field(32, ge=1, le=1024, description="Images per forward pass.")
     decode_workers: int = Field(2, ge=1, le=64, description="Threads decoding images in parallel.")

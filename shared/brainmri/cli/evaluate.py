@@ -29,7 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="N",
         help="add 95%% bootstrap confidence intervals from N resamples",
     )
-    parser.add_argument("--backend", choices=("eager", "bf16", "onnx"), default=None)
+    parser.add_argument("--backend", choices=("auto", "eager", "bf16", "onnx"), default=None)
     parser.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default=None)
     parser.set_defaults(handler=run)
 

@@ -42,7 +42,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="operating threshold (default: TUMOR_THRESH, else the bundle's)",
     )
-    parser.add_argument("--backend", choices=("eager", "bf16", "onnx"), default=None)
+    parser.add_argument("--backend", choices=("auto", "eager", "bf16", "onnx"), default=None)
     parser.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default=None)
     add_flag(
         parser,

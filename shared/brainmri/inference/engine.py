@@ -25,7 +25,7 @@ import torch
 from tqdm import tqdm
 
 from brainmri.concurrency import bounded_map
-from brainmri.devices import resolve_device
+from brainmri.devices import autocast_dtype, resolve_device
 from brainmri.errors import InputError
 from brainmri.explain import CamResult, GradCamExplainer
 from brainmri.imaging.dicom import SliceSelection
@@ -110,11 +110,13 @@ class InferenceEngine:
         return self.metadata.class_names
 
     def _make_backend(self, name: str, onnx_cache_dir: Path | None) -> LogitsBackend:
+        if name == "auto":
+            name = "bf16" if autocast_dtype(self.device, "auto") is torch.bfloat16 else "eager"
         if name == "onnx":
             return OnnxBackend(cached_onnx_path(self.bundle, onnx_cache_dir))
         if name in ("eager", "bf16"):
             return EagerBackend(self.bundle.build_model(), self.device, bf16=name == "bf16")
-        raise ValueError(f"unknown inference backend {name!r}; use eager, bf16 or onnx")
+        raise ValueError(f"unknown inference backend {name!r}; use auto, eager, bf16 or onnx")
 
     # --- stage 1: decode + preprocess ------------------------------------------------------
     def prepare_bytes(self, data: bytes) -> PreparedInput:
