@@ -289,3 +289,28 @@ def test_original_flags_in_both_spellings() -> None:
         assert (args.lr, args.weight_decay, args.label_smoothing) == (5e-4, 0.05, 0.1)
         assert args.use_mixup is False
         assert args.num_workers == 0
+
+
+def test_fine_tune_from_a_bundle(trained: tuple[Path, object], split: Path, tmp_path: Path) -> None:
+    out, result = trained
+    train, val = read_manifest(split / "train.csv"), read_manifest(split / "val.csv")
+    config = make_config(
+        "simple",
+        img_size=80,
+        epochs=1,
+        batch_size=16,
+        lr=1e-7,
+        warmup_epochs=0,
+        early_stop_patience=0,
+        init_from=str(out / "model"),
+    )
+    tuned = Trainer(config, train, val, tmp_path / "tuned", progress=False).run()
+    # Started from the trained weights: far above chance after one near-zero-LR epoch.
+    assert tuned.best_macro_f1 > 0.6
+    assert tuned.best_macro_f1 == pytest.approx(result.best_macro_f1, abs=0.15)
+    wrong = make_config(
+        "simple", arch="resnet34", img_size=80, epochs=1, init_from=str(out / "model")
+    )
+    with pytest.raises(BrainMRIError) as info:
+        Trainer(wrong, train, val, tmp_path / "wrong", progress=False).run()
+    assert info.value.code == "init_mismatch"

@@ -44,6 +44,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_flag(model, "img_size", type=int, default=None)
     add_flag(model, "in_chans", type=int, choices=(1, 3), default=None)
     add_flag(model, "resize", choices=("letterbox", "squash"), default=None)
+    add_flag(
+        model,
+        "init_from",
+        default=None,
+        metavar="BUNDLE",
+        help="start from this bundle's weights (same arch and classes), e.g. to fine-tune",
+    )
 
     optim = parser.add_argument_group("optimisation")
     add_flag(optim, "epochs", type=int, default=None)
@@ -123,6 +130,7 @@ def run(args: argparse.Namespace) -> int:
         "drop_rate",
         "threshold_policy",
         "num_workers",
+        "init_from",
     )
     config = make_config(args.recipe, **{name: getattr(args, name) for name in option_names})
     resume = args.resume

@@ -46,6 +46,7 @@ class TrainConfig:
     cache_scale: float = 1.15
     calib_frac: float = 0.5
     threshold_policy: str = "sensitivity:0.995"
+    init_from: str | None = None  # a bundle folder whose weights start the run (fine-tuning)
 
     @property
     def augment_config(self) -> AugmentConfig:

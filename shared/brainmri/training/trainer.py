@@ -49,7 +49,7 @@ from brainmri.evaluation.metrics import (
     expected_calibration_error,
     tumor_probabilities,
 )
-from brainmri.models.bundle import BundleMetadata, ModelBundle, default_bundle_dir
+from brainmri.models.bundle import BundleMetadata, ModelBundle, default_bundle_dir, load_bundle
 from brainmri.models.factory import create_model
 from brainmri.preprocess import PreprocessConfig
 from brainmri.training.augment import build_post_normalize, build_train_transform
@@ -268,7 +268,10 @@ class Trainer:
             num_classes=len(self.class_names),
             in_chans=config.in_chans,
             drop_rate=config.drop_rate or None,
-        ).to(device)
+        )
+        if config.init_from:
+            self._init_weights(model, Path(config.init_from))
+        model = model.to(device)
         if config.channels_last and device.type != "mps":
             model = model.to(memory_format=torch.channels_last)
         optimizer = torch.optim.AdamW(_param_groups(model, config.weight_decay), lr=config.lr)
@@ -388,6 +391,20 @@ class Trainer:
             seconds=time.perf_counter() - started,
             failures=train_cache.failures + select_cache.failures + calib_cache.failures,
         )
+
+    def _init_weights(self, model: nn.Module, bundle_dir: Path) -> None:
+        """Start from a bundle's weights (verified); architecture and class order must match."""
+        source = load_bundle(bundle_dir)
+        if source.metadata.arch != self.config.arch:
+            raise BrainMRIError(
+                f"--init_from holds {source.metadata.arch}, not {self.config.arch}",
+                code="init_mismatch",
+            )
+        if source.metadata.class_names != self.class_names:
+            raise BrainMRIError("--init_from has a different class order", code="init_mismatch")
+        weights = {key: value.float() for key, value in source.state_dict.items()}
+        model.load_state_dict(weights, strict=True)
+        log.info("initialised from %s", source.version)
 
     # ------------------------------------------------------------------------------------
     def _build_caches(self) -> tuple[SliceCache, SliceCache, SliceCache]:
@@ -574,7 +591,7 @@ class Trainer:
                 "training_seconds": round(seconds, 1),
                 "device": str(device),
                 "hardware": f"{platform.machine()} {platform.processor() or ''}".strip(),
-                "cpu_count": torch.get_num_threads(),
+                "torch_threads": torch.get_num_threads(),
                 "torch": torch.__version__,
             },
         )

@@ -1,0 +1,83 @@
+"""The shipped default model on real MRI slices (skipped where ../shared/data is absent).
+
+The model card's test-split figures must be reproducible: the split is rebuilt with the
+recorded command and the evaluation must give exactly the recorded report.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from brainmri.data.builder import build_dataset
+from brainmri.data.manifest import read_manifest
+from brainmri.models.bundle import default_bundle_dir, load_bundle
+from brainmri.phantom import FOLDER_NAMES
+
+pytestmark = [pytest.mark.realdata, pytest.mark.slow]
+RECORD = default_bundle_dir() / "evaluation_test.json"
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "brainmri.cli.main", *args],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+
+
+def test_default_model_is_shipped_and_verifies() -> None:
+    bundle = load_bundle(default_bundle_dir())  # checks the weights' sha256
+    assert bundle.metadata.arch.startswith("resnet")
+    assert (default_bundle_dir() / "MODEL_CARD.md").is_file()
+    assert RECORD.is_file()
+    size = (default_bundle_dir() / bundle.metadata.weights_file).stat().st_size
+    assert size < 50 * 1024 * 1024
+
+
+def test_predict_on_a_real_png_named_jpg(real_data: Path) -> None:
+    path = real_data / "notumor" / "Tr-no_1005.jpg"  # a PNG with a .jpg name (SOURCE.md)
+    result = cli("predict", str(path), "--tta")
+    assert result.returncode == 0, result.stderr
+    output = json.loads(result.stdout)
+    assert output["model_version"] == load_bundle(default_bundle_dir()).version
+    assert sum(output["class_probs"].values()) == pytest.approx(1.0, abs=1e-6)
+    assert output["has_tumor"] == (output["tumor_prob"] >= output["threshold"])
+
+
+def test_model_card_test_figures_reproduce(real_data: Path, tmp_path: Path) -> None:
+    record = json.loads(RECORD.read_text())
+    split = record["split"]
+    summary = build_dataset(
+        [real_data],
+        tmp_path / "split",
+        val_frac=split["val_frac"],
+        test_frac=split["test_frac"],
+        seed=split["seed"],
+        progress=False,
+    )
+    assert summary.fingerprint == split["data_fingerprint"], "the data folder changed"
+    folder = tmp_path / "test"
+    for sample in read_manifest(tmp_path / "split" / "test.csv"):
+        target = folder / FOLDER_NAMES[sample.class_name] / sample.path.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.symlink_to(sample.path)
+    result = cli("eval", "--data", str(folder), "--out", str(tmp_path / "eval"))
+    assert result.returncode == 0, result.stderr
+    report = json.loads((tmp_path / "eval" / "eval_report.json").read_text())
+    assert report["n"] == record["n"]
+    for key in (
+        "acc_multiclass",
+        "macro_f1",
+        "roc_auc_binary",
+        "sensitivity",
+        "specificity",
+        "ece",
+        "threshold",
+    ):
+        assert report[key] == pytest.approx(record["metrics"][key], abs=1e-6), key
