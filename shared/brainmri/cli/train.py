@@ -48,7 +48,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         model,
         "init_from",
         default=None,
-        metavar="BUNDLE",
+        metavar="BUNDLE_OR_RUN",
         help="start from this bundle's weights (same arch and classes), e.g. to fine-tune",
     )
 

@@ -392,19 +392,34 @@ class Trainer:
             failures=train_cache.failures + select_cache.failures + calib_cache.failures,
         )
 
-    def _init_weights(self, model: nn.Module, bundle_dir: Path) -> None:
-        """Start from a bundle's weights (verified); architecture and class order must match."""
-        source = load_bundle(bundle_dir)
-        if source.metadata.arch != self.config.arch:
-            raise BrainMRIError(
-                f"--init_from holds {source.metadata.arch}, not {self.config.arch}",
-                code="init_mismatch",
+    def _init_weights(self, model: nn.Module, source: Path) -> None:
+        """Start from earlier weights: a bundle folder (sha256-verified) or a run folder's best
+        checkpoint (e.g. a run stopped early). Architecture and class order must match."""
+        if (source / "metadata.json").is_file():
+            bundle = load_bundle(source)
+            arch, classes, state = (
+                bundle.metadata.arch,
+                bundle.metadata.class_names,
+                bundle.state_dict,
             )
-        if source.metadata.class_names != self.class_names:
+            label = bundle.version
+        elif (source / "checkpoints" / "best.safetensors").is_file():
+            saved = json.loads((source / "train_config.json").read_text())
+            arch, classes = saved["config"]["arch"], saved["class_names"]
+            state = load_file(str(source / "checkpoints" / "best.safetensors"))
+            label = f"{source} (best checkpoint)"
+        else:
+            raise BrainMRIError(
+                f"--init_from {source}: neither a bundle nor a run folder", code="init_mismatch"
+            )
+        if arch != self.config.arch:
+            raise BrainMRIError(
+                f"--init_from holds {arch}, not {self.config.arch}", code="init_mismatch"
+            )
+        if list(classes) != self.class_names:
             raise BrainMRIError("--init_from has a different class order", code="init_mismatch")
-        weights = {key: value.float() for key, value in source.state_dict.items()}
-        model.load_state_dict(weights, strict=True)
-        log.info("initialised from %s", source.version)
+        model.load_state_dict({key: value.float() for key, value in state.items()}, strict=True)
+        log.info("initialised from %s", label)
 
     # ------------------------------------------------------------------------------------
     def _build_caches(self) -> tuple[SliceCache, SliceCache, SliceCache]:
