@@ -114,6 +114,27 @@ def test_export_onnx_reports_agreement(
     assert (tmp_path / "m.onnx").stat().st_size > 1_000_000
 
 
+def test_export_fp16_halves_the_weights_and_keeps_predictions(
+    tmp_path: Path, random_bundle_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from brainmri.models.bundle import load_bundle
+
+    out = tmp_path / "half"
+    args = ["export", "fp16", "--model", str(random_bundle_dir), "--out", str(out), "--check", "8"]
+    assert main(args) == 0
+    report = json.loads(capsys.readouterr().out)
+    half = load_bundle(out)  # verifies the new weights' sha256
+    source = load_bundle(random_bundle_dir)
+    assert half.metadata.weights_dtype == "float16"
+    assert report["version"] == half.version != source.version
+    source_bytes = (random_bundle_dir / source.metadata.weights_file).stat().st_size
+    half_bytes = (out / half.metadata.weights_file).stat().st_size
+    assert half_bytes < 0.6 * source_bytes
+    assert report["agreement_vs_fp32"]["top1_agreement"] == 1.0
+    assert report["agreement_vs_fp32"]["max_prob_diff"] < 1e-2
+    assert main(args) == 2  # an existing folder is never overwritten
+
+
 @pytest.mark.parametrize(
     "command", [[], ["predict"], ["eval"], ["train"], ["dataset", "build"], ["export", "onnx"]]
 )

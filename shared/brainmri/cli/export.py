@@ -26,7 +26,57 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="N",
         help="compare fp32 and ONNX probabilities on N phantom slices (0: skip)",
     )
+    onnx.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        metavar="DIR_or_CSV",
+        help="compare on these labelled images instead of phantoms",
+    )
     onnx.set_defaults(handler=run_onnx)
+    half = commands.add_parser(
+        "fp16",
+        epilog=EPILOG,
+        help="copy a bundle with float16 weights (half the size) and report agreement with fp32",
+    )
+    half.add_argument("--model", type=Path, default=None, metavar="DIR")
+    half.add_argument("--out", type=Path, required=True, metavar="DIR")
+    half.add_argument("--check", type=int, default=32, metavar="N")
+    half.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        metavar="DIR_or_CSV",
+        help="compare on these labelled images instead of phantoms",
+    )
+    half.set_defaults(handler=run_fp16)
+
+
+def _check_batch(bundle, count: int, data: Path | None):  # type: ignore[no-untyped-def]
+    """Preprocessed inputs to compare runtimes on: files from ``data``, else phantom slices."""
+    import torch
+
+    from brainmri.imaging.decode import decode_image
+    from brainmri.phantom import generate_phantom
+    from brainmri.preprocess import preprocess_slice
+
+    config = bundle.metadata.preprocess
+    if data is not None:
+        from brainmri.data.manifest import load_samples
+
+        samples = load_samples(data)[:count]
+        slices = [decode_image(sample.path.read_bytes()).pixels for sample in samples]
+    else:
+        classes = ["no_tumor", "glioma", "meningioma", "pituitary"]
+        slices = [generate_phantom(classes[i % 4], seed=i, size=256) / 255.0 for i in range(count)]
+    return torch.stack([preprocess_slice(pixels, config) for pixels in slices])
+
+
+def _probabilities(backend, batch, temperature: float):  # type: ignore[no-untyped-def]
+    import torch
+
+    chunks = [backend.logits(batch[i : i + 32]) for i in range(0, len(batch), 32)]
+    return torch.softmax(torch.cat(chunks) / temperature, -1).numpy()
 
 
 def run_onnx(args: argparse.Namespace) -> int:
@@ -36,30 +86,45 @@ def run_onnx(args: argparse.Namespace) -> int:
     from brainmri.inference.backends import EagerBackend, OnnxBackend
     from brainmri.inference.onnx_export import export_onnx
     from brainmri.models.bundle import load_bundle
-    from brainmri.phantom import generate_phantom
-    from brainmri.preprocess import preprocess_slice
 
     bundle = load_bundle(args.model or get_settings().resolved_model_dir)
     path = export_onnx(bundle, args.out)
     result: dict[str, object] = {"model_version": bundle.version, "onnx": str(path)}
     if args.check:
-        classes = ["no_tumor", "glioma", "meningioma", "pituitary"]
-        batch = torch.stack(
-            [
-                preprocess_slice(
-                    generate_phantom(classes[i % 4], seed=i, size=256) / 255.0,
-                    bundle.metadata.preprocess,
-                )
-                for i in range(args.check)
-            ]
-        )
+        batch = _check_batch(bundle, args.check, args.data)
         temperature = bundle.metadata.temperature
-        reference = torch.softmax(
-            EagerBackend(bundle.build_model(), torch.device("cpu")).logits(batch) / temperature, -1
+        reference = _probabilities(
+            EagerBackend(bundle.build_model(), torch.device("cpu")), batch, temperature
         )
-        candidate = torch.softmax(OnnxBackend(path).logits(batch) / temperature, -1)
-        result["agreement_vs_fp32"] = compare_probabilities(
-            reference.numpy(), candidate.numpy()
-        ).as_dict()
+        candidate = _probabilities(OnnxBackend(path), batch, temperature)
+        result["agreement_vs_fp32"] = compare_probabilities(reference, candidate).as_dict()
+    print_json(result)
+    return 0
+
+
+def run_fp16(args: argparse.Namespace) -> int:
+    import torch
+
+    from brainmri.inference.agreement import compare_probabilities
+    from brainmri.inference.backends import EagerBackend
+    from brainmri.models.bundle import load_bundle
+
+    source = load_bundle(args.model or get_settings().resolved_model_dir)
+    copy = load_bundle(source.directory)  # type: ignore[arg-type]
+    copy.metadata = copy.metadata.model_copy(update={"version": ""})
+    copy.save(args.out, dtype="float16")
+    half = load_bundle(args.out)
+    result: dict[str, object] = {
+        "source_version": source.version,
+        "version": half.version,
+        "bundle": str(args.out),
+    }
+    if args.check:
+        batch = _check_batch(source, args.check, args.data)
+        temperature = source.metadata.temperature
+        cpu = torch.device("cpu")
+        reference = _probabilities(EagerBackend(source.build_model(), cpu), batch, temperature)
+        candidate = _probabilities(EagerBackend(half.build_model(), cpu), batch, temperature)
+        result["agreement_vs_fp32"] = compare_probabilities(reference, candidate).as_dict()
     print_json(result)
     return 0
