@@ -126,7 +126,8 @@ def test_object_store_outage_fails_retryably_then_succeeds_on_retry(
                 headers=HEADERS,
                 files={"file": ("a.png", phantom_png("glioma", seed=2))},
             ).json()
-            assert wait_for_job(client, warm["job_id"], HEADERS)["status"] == "succeeded"
+            warmed = wait_for_job(client, warm["job_id"], HEADERS)
+            assert warmed["status"] == "succeeded", warmed
             workers.pop().stop()
             job_id = client.post(
                 "/v1/jobs/predict",

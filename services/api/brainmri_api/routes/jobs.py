@@ -96,6 +96,11 @@ def create_train_job(state: StateDep, principal: AdminDep, request: TrainRequest
     return JobCreated(job_id=job.id, status=job.status, links=job_links(job))
 
 
+# Both databases store OFFSET as a signed 64-bit integer; a larger one must be a 422, not a
+# driver overflow. No one pages two billion rows deep.
+MAX_LIST_OFFSET = 2**31 - 1
+
+
 @router.get("", response_model=JobList, responses=ERRORS, summary="List your jobs")
 def list_my_jobs(
     session: SessionDep,
@@ -103,7 +108,7 @@ def list_my_jobs(
     kind: Annotated[JobKind | None, Query()] = None,
     status_: Annotated[JobStatus | None, Query(alias="status")] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_LIST_OFFSET)] = 0,
 ) -> JobList:
     jobs, total = list_jobs(
         session, owner=principal.owner_filter, kind=kind, status=status_, limit=limit, offset=offset
