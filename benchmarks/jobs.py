@@ -211,6 +211,7 @@ def main() -> None:
             results["services"] = _measure(base, image, args)
         allowed = work / "allowed"
         allowed.mkdir()
+        (work / "embedded").mkdir()  # the server's log goes beside its data folder
         embedded = EmbeddedServer(work / "embedded" / "data", bundle, allowed)
         try:
             global KEY

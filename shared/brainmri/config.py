@@ -83,8 +83,8 @@ class Settings(BaseSettings):
     device: Device = Field("auto", description="`auto`, `cpu`, `cuda` or `mps`.")
     inference_backend: InferenceBackendName = Field(
         "auto",
-        description="`auto` (bf16 autocast where it is native and faster - CUDA, AMX CPUs - "
-        "else fp32), `eager` (fp32), `bf16` or `onnx` (ONNX Runtime).",
+        description="`auto` (bf16 autocast on CUDA and AMX CPUs, else fp32), `eager` (fp32), "
+        "`bf16` (also ~1.9x faster than fp32 on AVX512-BF16 CPUs) or `onnx` (ONNX Runtime).",
     )
     inference_batch_size: int = Field(32, ge=1, le=1024, description="Images per forward pass.")
     decode_workers: int = Field(2, ge=1, le=64, description="Threads decoding images in parallel.")

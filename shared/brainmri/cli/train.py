@@ -65,7 +65,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "precision",
         choices=("auto", "fp32", "bf16"),
         default=None,
-        help="auto: bf16 where it is faster (CUDA, AMX CPUs), else fp32",
+        help="auto: bf16 on CUDA and on CPUs with native bf16 (AVX512-BF16/AMX), else fp32",
     )
     add_flag(optim, "device", choices=("auto", "cpu", "cuda", "mps"), default=None)
     add_flag(optim, "seed", type=int, default=None)

@@ -111,7 +111,11 @@ class InferenceEngine:
 
     def _make_backend(self, name: str, onnx_cache_dir: Path | None) -> LogitsBackend:
         if name == "auto":
-            name = "bf16" if autocast_dtype(self.device, "auto") is torch.bfloat16 else "eager"
+            name = (
+                "bf16"
+                if autocast_dtype(self.device, "auto", purpose="inference") is torch.bfloat16
+                else "eager"
+            )
         if name == "onnx":
             return OnnxBackend(cached_onnx_path(self.bundle, onnx_cache_dir))
         if name in ("eager", "bf16"):
