@@ -17,39 +17,35 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     onnx = commands.add_parser(
         "onnx", help="export to ONNX and report agreement with fp32", epilog=EPILOG
     )
-    onnx.add_argument("--model", type=Path, default=None, metavar="DIR")
-    onnx.add_argument("--out", type=Path, required=True, metavar="FILE.onnx")
-    onnx.add_argument(
-        "--check",
-        type=int,
-        default=32,
-        metavar="N",
-        help="compare fp32 and ONNX probabilities on N phantom slices (0: skip)",
-    )
-    onnx.add_argument(
-        "--data",
-        type=Path,
-        default=None,
-        metavar="DIR_or_CSV",
-        help="compare on these labelled images instead of phantoms",
-    )
+    _add_common_flags(onnx, out_metavar="FILE.onnx", runtime="ONNX")
     onnx.set_defaults(handler=run_onnx)
     half = commands.add_parser(
         "fp16",
         epilog=EPILOG,
         help="copy a bundle with float16 weights (half the size) and report agreement with fp32",
     )
-    half.add_argument("--model", type=Path, default=None, metavar="DIR")
-    half.add_argument("--out", type=Path, required=True, metavar="DIR")
-    half.add_argument("--check", type=int, default=32, metavar="N")
-    half.add_argument(
+    _add_common_flags(half, out_metavar="DIR", runtime="float16")
+    half.set_defaults(handler=run_fp16)
+
+
+def _add_common_flags(parser: argparse.ArgumentParser, *, out_metavar: str, runtime: str) -> None:
+    """The flags every export shares: source bundle, destination, agreement check."""
+    parser.add_argument("--model", type=Path, default=None, metavar="DIR")
+    parser.add_argument("--out", type=Path, required=True, metavar=out_metavar)
+    parser.add_argument(
+        "--check",
+        type=int,
+        default=32,
+        metavar="N",
+        help=f"compare fp32 and {runtime} probabilities on N slices (0: skip)",
+    )
+    parser.add_argument(
         "--data",
         type=Path,
         default=None,
         metavar="DIR_or_CSV",
-        help="compare on these labelled images instead of phantoms",
+        help="check on these labelled images instead of phantom slices",
     )
-    half.set_defaults(handler=run_fp16)
 
 
 def _check_batch(bundle, count: int, data: Path | None):  # type: ignore[no-untyped-def]
