@@ -52,9 +52,9 @@ def _pg_available() -> bool:
         return False
 
 
-@pytest.fixture(scope="session")
-def postgres_url() -> Iterator[str]:
-    """A fresh database for this test session, migrated to head, dropped afterwards."""
+@contextlib.contextmanager
+def fresh_database() -> Iterator[str]:
+    """A new database on the shared server, migrated to head, dropped on exit."""
     need(_pg_available(), f"PostgreSQL not reachable at {PG_ADMIN}")
     name = f"brainmri_test_{uuid.uuid4().hex[:10]}"
     admin = psycopg2.connect(PG_ADMIN)
@@ -63,14 +63,23 @@ def postgres_url() -> Iterator[str]:
         cursor.execute(f'CREATE DATABASE "{name}"')
     base = PG_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg2://")
     url = f"{base}/{name}"
-    upgrade(url)
-    yield url
-    from brainmri.db.session import get_engine
+    try:
+        upgrade(url)
+        yield url
+    finally:
+        from brainmri.db.session import get_engine
 
-    get_engine(url).dispose()
-    with admin.cursor() as cursor:
-        cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    admin.close()
+        get_engine(url).dispose()
+        with admin.cursor() as cursor:
+            cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """The session's database (its registry rows point at objects in ``service_bucket``)."""
+    with fresh_database() as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

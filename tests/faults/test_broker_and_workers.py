@@ -262,7 +262,9 @@ def test_visibility_timeout_shorter_than_a_job_still_gives_one_result(
     """
     env = env_factory(broker=private_redis.url, BRAINMRI_BROKER_VISIBILITY_TIMEOUT_SECONDS="2")
     settings = settings_from_env(env)
-    folder = _write_eval_set(env_factory.data / "slow", per_class=120, seed=8)
+    # The job must outlast the 3 s wait plus the second worker's start (~6 s): ~15 s here.
+    per_class = 500
+    folder = _write_eval_set(env_factory.data / "slow", per_class=per_class, seed=8)
     first = WorkerProcess(env, tmp_path / "first.log").start()
     workers.append(first)
     with TestClient(create_app(settings)) as client:
@@ -276,7 +278,7 @@ def test_visibility_timeout_shorter_than_a_job_still_gives_one_result(
         job = wait_for_job(client, job_id, HEADERS, timeout=300)
     assert job["status"] == "succeeded"
     assert job["attempts"] == 1
-    assert _predictions(settings.resolved_database_url, job_id) == 480
+    assert _predictions(settings.resolved_database_url, job_id) == 4 * per_class
     logs = (tmp_path / "first.log").read_text() + (tmp_path / "second.log").read_text()
     assert logs.count("job started: kind=evaluate") == 1
     assert "job not claimable" in (tmp_path / "second.log").read_text(), (

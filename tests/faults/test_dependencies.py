@@ -17,6 +17,7 @@ from tests.infra import (
     PrivatePostgres,
     S3Server,
     WorkerProcess,
+    fresh_database,
     services_env,
     settings_from_env,
     wait_for_job,
@@ -99,7 +100,6 @@ def test_postgres_outage_gives_503_then_recovers(
 
 
 def test_object_store_outage_fails_retryably_then_succeeds_on_retry(
-    postgres_url: str,
     redis_url: str,
     platform_bundle: Path,
     workers: list[WorkerProcess],
@@ -107,50 +107,52 @@ def test_object_store_outage_fails_retryably_then_succeeds_on_retry(
 ) -> None:
     store = S3Server()  # a private S3 endpoint that this test can stop
     try:
-        bucket = store.make_bucket("brainmri-store-outage")
-        env = services_env(
-            postgres_url=postgres_url,
-            redis_url=redis_url,
-            s3=store,
-            bucket=bucket,
-            data_dir=tmp_path / "data",
-            bundle=platform_bundle,
-            api_keys=f"{KEY}:admin",
-            extra={"BRAINMRI_STORAGE_MAX_RETRIES": "2"},
-        )
-        settings = settings_from_env(env)
-        with TestClient(create_app(settings)) as client:
-            workers.append(WorkerProcess(env, tmp_path / "warm.log").start())
-            warm = client.post(
-                "/v1/jobs/predict",
-                headers=HEADERS,
-                files={"file": ("a.png", phantom_png("glioma", seed=2))},
-            ).json()
-            warmed = wait_for_job(client, warm["job_id"], HEADERS)
-            assert warmed["status"] == "succeeded", warmed
-            workers.pop().stop()
-            job_id = client.post(
-                "/v1/jobs/predict",
-                headers=HEADERS,
-                files={"file": ("a.png", phantom_png("meningioma", seed=3))},
-            ).json()["job_id"]
-            host, port = store.endpoint.split(":")
-            store.server.stop()  # the store goes away with the job queued
-            workers.append(WorkerProcess(env, tmp_path / "worker.log").start())
-            failed = wait_for_job(client, job_id, HEADERS, timeout=120)
-            assert failed["status"] == "failed"
-            assert failed["error"]["code"] == "storage_unavailable"
-            assert failed["error"]["retryable"] is True
-            from moto.server import ThreadedMotoServer
+        # Its own database too: the session's registry points at objects in another bucket.
+        with fresh_database() as postgres_url:
+            bucket = store.make_bucket("brainmri-store-outage")
+            env = services_env(
+                postgres_url=postgres_url,
+                redis_url=redis_url,
+                s3=store,
+                bucket=bucket,
+                data_dir=tmp_path / "data",
+                bundle=platform_bundle,
+                api_keys=f"{KEY}:admin",
+                extra={"BRAINMRI_STORAGE_MAX_RETRIES": "2"},
+            )
+            settings = settings_from_env(env)
+            with TestClient(create_app(settings)) as client:
+                workers.append(WorkerProcess(env, tmp_path / "warm.log").start())
+                warm = client.post(
+                    "/v1/jobs/predict",
+                    headers=HEADERS,
+                    files={"file": ("a.png", phantom_png("glioma", seed=2))},
+                ).json()
+                warmed = wait_for_job(client, warm["job_id"], HEADERS)
+                assert warmed["status"] == "succeeded", warmed["error"]
+                workers.pop().stop()
+                job_id = client.post(
+                    "/v1/jobs/predict",
+                    headers=HEADERS,
+                    files={"file": ("a.png", phantom_png("meningioma", seed=3))},
+                ).json()["job_id"]
+                host, port = store.endpoint.split(":")
+                store.server.stop()  # the store goes away with the job queued
+                workers.append(WorkerProcess(env, tmp_path / "worker.log").start())
+                failed = wait_for_job(client, job_id, HEADERS, timeout=120)
+                assert failed["status"] == "failed"
+                assert failed["error"]["code"] == "storage_unavailable"
+                assert failed["error"]["retryable"] is True
+                from moto.server import ThreadedMotoServer
 
-            store.server = ThreadedMotoServer(ip_address=host, port=int(port), verbose=False)
-            store.server.start()  # moto keeps its state in this process: objects are back
-            retried = client.post(f"/v1/jobs/{job_id}/retry", headers=HEADERS)
-            assert retried.status_code == 202, retried.text
-            job = wait_for_job(client, job_id, HEADERS, timeout=120)
-            assert job["status"] == "succeeded", job
-            assert job["result"]["cam_url"]
-            again = client.post(f"/v1/jobs/{job_id}/retry", headers=HEADERS)
-            assert again.status_code == 409  # only failed, retryable jobs run again
+                store.server = ThreadedMotoServer(ip_address=host, port=int(port), verbose=False)
+                store.server.start()  # moto keeps its state in this process: objects are back
+                retried = client.post(f"/v1/jobs/{job_id}/retry", headers=HEADERS)
+                assert retried.status_code == 202, retried.text
+                job = wait_for_job(client, job_id, HEADERS, timeout=120)
+                assert job["status"] == "succeeded", job
+                assert job["result"]["cam_url"]
+                again = client.post(f"/v1/jobs/{job_id}/retry", headers=HEADERS)
+                assert again.status_code == 409  # only failed, retryable jobs run again
     finally:
         store.stop()
