@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
+from typing import Literal
 
 import torch
 
@@ -50,15 +52,17 @@ def loader_workers(device: torch.device, requested: int) -> int:
     return 0 if device.type == "mps" else requested
 
 
-def _cpu_flags() -> set[str]:
+@functools.cache
+def _cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags (read once: they do not change while the process runs)."""
     try:
         with open("/proc/cpuinfo", encoding="ascii", errors="ignore") as handle:
             for line in handle:
                 if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
+                    return frozenset(line.split(":", 1)[1].split())
     except OSError:
         pass
-    return set()
+    return frozenset()
 
 
 def cpu_has_amx() -> bool:
@@ -76,7 +80,7 @@ def cpu_has_native_bf16() -> bool:
 
 
 def autocast_dtype(
-    device: torch.device, precision: str, *, purpose: str = "train"
+    device: torch.device, precision: str, *, purpose: Literal["train", "inference"] = "train"
 ) -> torch.dtype | None:
     """The autocast dtype for ``precision`` (``auto``, ``fp32`` or ``bf16``) on ``device``.
 

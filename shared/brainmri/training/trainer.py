@@ -58,6 +58,8 @@ from brainmri.training.mixing import BatchMixer, soft_cross_entropy
 from brainmri.training.recipes import TrainConfig
 
 log = logging.getLogger(__name__)
+# The best epoch's weights inside a run folder (written per epoch, read by --init_from).
+BEST_CHECKPOINT = Path("checkpoints") / "best.safetensors"
 
 BUNDLE_DIRNAME = "model"
 
@@ -339,7 +341,7 @@ class Trainer:
                 )
                 save_file(
                     {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
-                    str(checkpoints / "best.safetensors"),
+                    str(self.out_dir / BEST_CHECKPOINT),
                 )
             else:
                 state["stale"] += 1
@@ -367,7 +369,7 @@ class Trainer:
                 log.info("early stopping: no macro-F1 gain for %d epochs", state["stale"])
                 break
 
-        model.load_state_dict(load_file(str(checkpoints / "best.safetensors")))
+        model.load_state_dict(load_file(str(self.out_dir / BEST_CHECKPOINT)))
         calibration = self._calibrate(model, calib_cache, device, amp)
         bundle = self._make_bundle(
             model,
@@ -403,10 +405,10 @@ class Trainer:
                 bundle.state_dict,
             )
             label = bundle.version
-        elif (source / "checkpoints" / "best.safetensors").is_file():
+        elif (source / BEST_CHECKPOINT).is_file():
             saved = json.loads((source / "train_config.json").read_text())
             arch, classes = saved["config"]["arch"], saved["class_names"]
-            state = load_file(str(source / "checkpoints" / "best.safetensors"))
+            state = load_file(str(source / BEST_CHECKPOINT))
             label = f"{source} (best checkpoint)"
         else:
             raise BrainMRIError(
