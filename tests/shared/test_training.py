@@ -322,3 +322,33 @@ def test_fine_tune_from_a_bundle(trained: tuple[Path, object], split: Path, tmp_
     with pytest.raises(BrainMRIError) as info:
         Trainer(wrong, train, val, tmp_path / "wrong", progress=False).run()
     assert info.value.code == "init_mismatch"
+
+
+def _bright_area(image: torch.Tensor) -> float:
+    return float((image > 0.5).float().sum())
+
+
+@pytest.mark.parametrize(("scale", "expected_ratio"), [((1.0, 1.0), 1.0), ((0.64, 0.64), 1.5625)])
+def test_training_crops_show_the_slice_at_the_inference_scale(
+    scale: tuple[float, float], expected_ratio: float
+) -> None:
+    """A crop of area 1.0 from the higher-resolution training cache shows the slice at exactly
+    the size inference sees it (no silent train/test scale shift); 0.64 zooms in by 1/0.8."""
+    from brainmri.preprocess import PreprocessConfig, square_resize
+    from brainmri.training.augment import AugmentConfig, build_train_transform
+
+    size, cache_size = 96, round(96 * 1.15)
+    yy, xx = np.mgrid[0:300, 0:240]
+    disk = (((yy - 150) ** 2 + (xx - 120) ** 2) < 60**2).astype(np.float32)  # non-square slice
+    preprocess = PreprocessConfig(img_size=size)
+    inference_area = _bright_area(square_resize(disk, size, preprocess))
+    cached = square_resize(disk, cache_size, preprocess)
+    geometry_only = AugmentConfig(
+        scale=scale, ratio=(1.0, 1.0), hflip=0.0, rotate_degrees=0.0, brightness=0.0, contrast=0.0
+    )
+    transform = build_train_transform(geometry_only, size)
+    torch.manual_seed(0)
+    for _ in range(5):
+        out = transform(cached)
+        assert out.shape == (1, size, size)
+        assert _bright_area(out) == pytest.approx(inference_area * expected_ratio, rel=0.04)

@@ -17,6 +17,13 @@ from torchvision.transforms import v2
 
 @dataclass(frozen=True, slots=True)
 class AugmentConfig:
+    """Augmentation strengths.
+
+    ``scale`` is the crop area as a fraction of the whole slice. The training cache holds the
+    whole slice at a higher resolution than the model size (headroom for resampling, not a
+    spatial margin), so a crop of area 1.0 shows the slice at exactly the size inference sees.
+    """
+
     scale: tuple[float, float] = (0.85, 1.0)
     ratio: tuple[float, float] = (0.9, 1.1)
     hflip: float = 0.5
