@@ -10,7 +10,7 @@ import torch
 
 from brainmri.concurrency import bounded_map
 from brainmri.devices import bf16_supported
-from brainmri.errors import InputError
+from brainmri.errors import ConfigurationError, InputError
 from brainmri.inference.agreement import compare_probabilities
 from brainmri.inference.engine import InferenceEngine
 from brainmri.inference.results import resolve_threshold
@@ -103,6 +103,16 @@ def test_bf16_backend_agrees_with_fp32(random_bundle_dir: Path, images: list[byt
     batch = torch.stack([eager.prepare_bytes(data).tensors[0] for data in images])
     agreement = compare_probabilities(eager.probabilities(batch), bf16.probabilities(batch))
     assert agreement.max_prob_diff < 0.05
+
+
+@pytest.mark.skipif(bf16_supported(torch.device("cpu")), reason="this CPU runs bf16 natively")
+def test_bf16_backend_is_refused_where_it_would_be_emulated(random_bundle_dir: Path) -> None:
+    """Emulated bf16 is slower than fp32, so asking for it is a configuration error, and
+    ``auto`` falls back to fp32 instead of failing."""
+    bundle = load_bundle(random_bundle_dir)
+    with pytest.raises(ConfigurationError, match="bf16 is not supported natively"):
+        InferenceEngine(bundle, backend="bf16", device="cpu")
+    assert InferenceEngine(bundle, backend="auto", device="cpu").backend.name == "eager"
 
 
 def test_temperature_softens_probabilities(tmp_path: Path, images: list[bytes]) -> None:
