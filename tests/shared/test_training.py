@@ -316,6 +316,9 @@ def test_fine_tune_from_a_bundle(trained: tuple[Path, object], split: Path, tmp_
     # Started from the trained weights: far above chance after one near-zero-LR epoch.
     assert tuned.best_macro_f1 > 0.6
     assert tuned.best_macro_f1 == pytest.approx(result.best_macro_f1, abs=0.15)
+    # Provenance names the starting model itself, not just a path that may later hold another.
+    started_from = load_bundle(out / "model").version
+    assert load_bundle(tuned.bundle_dir).metadata.provenance["initialised_from"] == started_from
     wrong = make_config(
         "simple", arch="resnet34", img_size=80, epochs=1, init_from=str(out / "model")
     )

@@ -211,6 +211,7 @@ class Trainer:
         self.command = command if command is not None else " ".join(sys.argv)
         self.name = name
         self.bundle_dir = self.out_dir / BUNDLE_DIRNAME
+        self._initialised_from: str | None = None  # set by --init_from, kept in provenance
         self._refuse_protected([default_bundle_dir(), *protected_dirs])
         if not train_samples or not val_samples:
             raise DatasetError("training needs non-empty train and validation sets")
@@ -272,7 +273,7 @@ class Trainer:
             drop_rate=config.drop_rate or None,
         )
         if config.init_from:
-            self._init_weights(model, Path(config.init_from))
+            self._initialised_from = self._init_weights(model, Path(config.init_from))
         model = model.to(device)
         if config.channels_last and device.type != "mps":
             model = model.to(memory_format=torch.channels_last)
@@ -394,9 +395,12 @@ class Trainer:
             failures=train_cache.failures + select_cache.failures + calib_cache.failures,
         )
 
-    def _init_weights(self, model: nn.Module, source: Path) -> None:
+    def _init_weights(self, model: nn.Module, source: Path) -> str:
         """Start from earlier weights: a bundle folder (sha256-verified) or a run folder's best
-        checkpoint (e.g. a run stopped early). Architecture and class order must match."""
+        checkpoint (e.g. a run stopped early). Architecture and class order must match.
+
+        Returns what the weights were (a bundle version or the run folder), for provenance:
+        the path alone stops meaning anything once that folder holds another model."""
         if (source / "metadata.json").is_file():
             bundle = load_bundle(source)
             arch, classes, state = (
@@ -422,6 +426,7 @@ class Trainer:
             raise BrainMRIError("--init_from has a different class order", code="init_mismatch")
         model.load_state_dict({key: value.float() for key, value in state.items()}, strict=True)
         log.info("initialised from %s", label)
+        return label
 
     # ------------------------------------------------------------------------------------
     def _build_caches(self) -> tuple[SliceCache, SliceCache, SliceCache]:
@@ -604,6 +609,7 @@ class Trainer:
                 "recipe": config.recipe,
                 "config": config.as_dict(),
                 "command": self.command,
+                "initialised_from": self._initialised_from,
                 "epochs_run": state["epoch"],
                 "training_seconds": round(seconds, 1),
                 "device": str(device),
