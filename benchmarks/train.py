@@ -24,7 +24,7 @@ from brainmri.data.labels import CLASS_NAMES
 from brainmri.data.manifest import Sample
 from brainmri.devices import bf16_supported
 from brainmri.models.factory import create_model
-from brainmri.phantom import write_phantom_dataset
+from brainmri.phantom import FOLDER_NAMES, write_phantom_dataset
 from brainmri.preprocess import PreprocessConfig
 from brainmri.training.augment import build_post_normalize, build_train_transform
 from brainmri.training.data import TrainDataset, build_cache
@@ -89,19 +89,14 @@ def main() -> None:
         write_phantom_dataset(Path(tmp), per_class=16, size=256, seed=1)
         samples = [
             Sample(p, name)
-            for name, folder in (
-                ("no_tumor", "notumor"),
-                ("glioma", "glioma"),
-                ("meningioma", "meningioma"),
-                ("pituitary", "pituitary"),
-            )
+            for name, folder in FOLDER_NAMES.items()
             for p in sorted((Path(tmp) / folder).glob("*.png"))
         ]
         cache = build_cache(
             samples,
             CLASS_NAMES,
             preprocess,
-            size=round(args.img_size * 1.15),
+            size=config.cache_size,
             as_uint8=True,
             progress=False,
         )

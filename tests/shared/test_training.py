@@ -18,6 +18,8 @@ from brainmri.evaluation.metrics import classification_report
 from brainmri.evaluation.report import PLOT_FILES
 from brainmri.inference.engine import InferenceEngine
 from brainmri.models.bundle import load_bundle
+from brainmri.preprocess import PreprocessConfig, square_resize
+from brainmri.training.augment import AugmentConfig, build_train_transform
 from brainmri.training.mixing import BatchMixer
 from brainmri.training.recipes import make_config
 from brainmri.training.trainer import Trainer, TrainHooks, TrainingCancelled
@@ -337,10 +339,8 @@ def test_training_crops_show_the_slice_at_the_inference_scale(
 ) -> None:
     """A crop of area 1.0 from the higher-resolution training cache shows the slice at exactly
     the size inference sees it (no silent train/test scale shift); 0.64 zooms in by 1/0.8."""
-    from brainmri.preprocess import PreprocessConfig, square_resize
-    from brainmri.training.augment import AugmentConfig, build_train_transform
-
-    size, cache_size = 96, round(96 * 1.15)
+    size = 96
+    cache_size = make_config("simple", img_size=size).cache_size  # what the trainer decodes to
     yy, xx = np.mgrid[0:300, 0:240]
     disk = (((yy - 150) ** 2 + (xx - 120) ** 2) < 60**2).astype(np.float32)  # non-square slice
     preprocess = PreprocessConfig(img_size=size)

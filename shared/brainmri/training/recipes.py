@@ -49,6 +49,12 @@ class TrainConfig:
     init_from: str | None = None  # a bundle folder whose weights start the run (fine-tuning)
 
     @property
+    def cache_size(self) -> int:
+        """Side of the decoded training cache: the whole slice at a little more than the input
+        size, so random crops are resampled from finer pixels."""
+        return round(self.img_size * self.cache_scale)
+
+    @property
     def augment_config(self) -> AugmentConfig:
         from brainmri.training.augment import LIGHT, STRONG  # torchvision: import on use
 

@@ -439,7 +439,7 @@ class Trainer:
         }
         train = build_cache(
             self.train_samples,
-            size=round(config.img_size * config.cache_scale),
+            size=config.cache_size,
             as_uint8=True,
             desc="decode train",
             **common,
