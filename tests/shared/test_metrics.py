@@ -59,6 +59,30 @@ def test_youden_and_sensitivity_policies() -> None:
         choose_threshold(y_bin, tumor_prob, "magic")
 
 
+def test_fitted_threshold_never_contradicts_the_predicted_class() -> None:
+    """A confident model meets the sensitivity target at 0.97 too; the fitted threshold stays
+    at 0.5 or below, so every slice whose most likely class is a tumour is flagged."""
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 4, 400)
+    logits = rng.normal(0.0, 1.0, (400, 4))
+    logits[np.arange(400), y] += 9.0  # confident and nearly always right
+    probs = softmax(logits)
+    tumor_prob = 1.0 - probs[:, 0]
+    y_bin = (y != 0).astype(int)
+    assert binary_rates(y_bin, tumor_prob, 0.97)["sensitivity"] >= 0.995  # uncapped: 0.97+
+    for policy in ("sensitivity:0.995", "youden"):
+        choice = choose_threshold(y_bin, tumor_prob, policy)
+        assert choice.threshold <= 0.5, policy
+        assert (
+            choice.sensitivity == binary_rates(y_bin, tumor_prob, choice.threshold)["sensitivity"]
+        )
+    # An ambiguous slice: tumour classes most likely one by one, no_tumor second.
+    ambiguous = np.array([[0.40, 0.45, 0.10, 0.05], [0.34, 0.22, 0.35, 0.09]])
+    for row in ambiguous:
+        assert NAMES[int(row.argmax())] != "no_tumor"
+        assert 1.0 - row[0] >= choose_threshold(y_bin, tumor_prob, "sensitivity:0.995").threshold
+
+
 def test_binary_rates_at_threshold() -> None:
     rates = binary_rates(np.array([0, 0, 1, 1]), np.array([0.1, 0.6, 0.4, 0.9]), 0.5)
     assert rates["cm_binary"] == [[1, 1], [1, 1]]

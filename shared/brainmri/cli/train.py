@@ -90,7 +90,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         calib,
         "threshold_policy",
         default=None,
-        help="youden or sensitivity:<target> (default sensitivity:0.995)",
+        help="youden or sensitivity:<target> (default sensitivity:0.995); never above 0.5",
     )
     add_flag(
         calib,

@@ -41,6 +41,12 @@ def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     return exp / exp.sum(axis=1, keepdims=True)
 
 
+# Above 0.5 a slice whose most likely class is a tumour class can still be reported
+# ``has_tumor = false``: if the argmax is a tumour class, P(no_tumor) < 0.5, so tumor_prob > 0.5.
+# A fitted threshold never exceeds this, so the binary flag never contradicts the class.
+MAX_FITTED_THRESHOLD = 0.5
+
+
 @dataclass(frozen=True, slots=True)
 class ThresholdChoice:
     threshold: float
@@ -54,10 +60,16 @@ class ThresholdChoice:
 
 
 def choose_threshold(y_bin: np.ndarray, tumor_prob: np.ndarray, policy: str) -> ThresholdChoice:
-    """``youden`` or ``sensitivity:<target>``: the highest sweep threshold meeting the target.
+    """``youden`` or ``sensitivity:<target>`` on a calibration split, at most 0.5.
 
-    The highest such threshold keeps specificity as high as possible while missing no more
-    tumors than the target allows. Falls back to Youden's J if no threshold meets it.
+    ``sensitivity:<target>`` takes the highest sweep threshold meeting the target, which keeps
+    specificity as high as possible while missing no more tumors than the target allows; it
+    falls back to Youden's J if no threshold meets it. Either choice is capped at
+    ``MAX_FITTED_THRESHOLD``: a confident model leaves a wide gap between its tumour and
+    no-tumour probabilities, and the highest threshold meeting a sensitivity target on a few
+    hundred images sits at the edge of that gap (0.97 for one model here), where it both
+    contradicts the predicted class and does not carry over to new images. ``TUMOR_THRESH``
+    can still set any threshold explicitly.
     """
     if policy.startswith("sensitivity:"):
         target = float(policy.split(":", 1)[1])
@@ -67,12 +79,16 @@ def choose_threshold(y_bin: np.ndarray, tumor_prob: np.ndarray, policy: str) -> 
             if (binary_rates(y_bin, tumor_prob, float(t))["sensitivity"] or 0.0) >= target
         ]
         if meeting:
-            threshold = max(meeting)
-            rates = binary_rates(y_bin, tumor_prob, threshold)
-            return ThresholdChoice(threshold, policy, rates["sensitivity"], rates["specificity"])
+            return _choice(y_bin, tumor_prob, max(meeting), policy)
     elif policy != "youden":
         raise ValueError(f"unknown threshold policy {policy!r}; use youden or sensitivity:<x>")
     threshold, _ = youden_threshold(y_bin, tumor_prob)
-    threshold = 0.5 if threshold is None else threshold
+    return _choice(y_bin, tumor_prob, 0.5 if threshold is None else threshold, "youden")
+
+
+def _choice(
+    y_bin: np.ndarray, tumor_prob: np.ndarray, threshold: float, policy: str
+) -> ThresholdChoice:
+    threshold = min(threshold, MAX_FITTED_THRESHOLD)
     rates = binary_rates(y_bin, tumor_prob, threshold)
-    return ThresholdChoice(threshold, "youden", rates["sensitivity"], rates["specificity"])
+    return ThresholdChoice(threshold, policy, rates["sensitivity"], rates["specificity"])
