@@ -70,6 +70,7 @@ def test_fitted_threshold_never_contradicts_the_predicted_class() -> None:
     tumor_prob = 1.0 - probs[:, 0]
     y_bin = (y != 0).astype(int)
     assert binary_rates(y_bin, tumor_prob, 0.97)["sensitivity"] >= 0.995  # uncapped: 0.97+
+    assert choose_threshold(y_bin, tumor_prob, "sensitivity:0.995").uncapped >= 0.97  # recorded
     for policy in ("sensitivity:0.995", "youden"):
         choice = choose_threshold(y_bin, tumor_prob, policy)
         assert choice.threshold <= 0.5, policy

@@ -135,6 +135,7 @@ def test_bundle_carries_calibration_and_provenance(trained: tuple[Path, object])
     calibration = result.calibration
     assert metadata.temperature == pytest.approx(calibration["temperature"])
     assert metadata.default_threshold == calibration["threshold"]
+    assert calibration["threshold"] == min(calibration["uncapped_threshold"], 0.5)
     assert "calibration split" in metadata.threshold_source
     assert calibration["ece_after"] <= calibration["ece_before"] + 0.02
     assert metadata.data_fingerprint

@@ -53,6 +53,7 @@ class ThresholdChoice:
     policy: str
     sensitivity: float | None
     specificity: float | None
+    uncapped: float  # what the policy asked for before the 0.5 cap, kept for the record
 
     @property
     def source(self) -> str:
@@ -89,6 +90,6 @@ def choose_threshold(y_bin: np.ndarray, tumor_prob: np.ndarray, policy: str) -> 
 def _choice(
     y_bin: np.ndarray, tumor_prob: np.ndarray, threshold: float, policy: str
 ) -> ThresholdChoice:
-    threshold = min(threshold, MAX_FITTED_THRESHOLD)
-    rates = binary_rates(y_bin, tumor_prob, threshold)
-    return ThresholdChoice(threshold, policy, rates["sensitivity"], rates["specificity"])
+    capped = min(threshold, MAX_FITTED_THRESHOLD)
+    rates = binary_rates(y_bin, tumor_prob, capped)
+    return ThresholdChoice(capped, policy, rates["sensitivity"], rates["specificity"], threshold)

@@ -560,6 +560,7 @@ class Trainer:
             "ece_before": expected_calibration_error(raw, y_true),
             "ece_after": expected_calibration_error(calibrated, y_true),
             "threshold": choice.threshold,
+            "uncapped_threshold": choice.uncapped,
             "threshold_policy": choice.policy,
             "threshold_source": choice.source,
             "sensitivity_at_threshold": choice.sensitivity,
