@@ -3,7 +3,8 @@
 Bundle files live in the service's object store under ``models/<name>/<version>/`` and their
 sha256 digests are recorded in the ``model_versions`` row when registered; workers verify
 them before loading. Exactly one ``production`` row per model name is enforced by a partial
-unique index, so two racing promotions cannot both win: the loser gets a conflict.
+unique index, and promotions and rollbacks of one model are serialised by locking all of that
+model's rows first, so racing promotions run one after the other instead of colliding.
 """
 
 from __future__ import annotations
@@ -118,14 +119,37 @@ def list_versions(session: Session, name: str | None = None) -> list[ModelVersio
     return list(session.scalars(query).all())
 
 
+def _lock_model_rows(session: Session, name: str) -> list[ModelVersion]:
+    """Lock every version row of model ``name`` (up to commit), always in primary-key order.
+
+    Locking only the current production row is not enough: once the winner of a race commits,
+    the loser's ``FOR UPDATE`` finds no production row any more, and two such losers both
+    write the one-production unique index and can deadlock each other (seen in CI). Taking all
+    of the model's rows in one fixed order serialises its promotions with no lock cycle.
+    ``populate_existing`` refreshes rows this session had already loaded before the lock; the
+    flush first writes the caller's pending changes, which that refresh would otherwise drop.
+    On SQLite, which has no row locks, the database's single writer does the serialising.
+    """
+    session.flush()
+    return list(
+        session.scalars(
+            select(ModelVersion)
+            .where(ModelVersion.name == name)
+            .order_by(ModelVersion.version)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        ).all()
+    )
+
+
+def _production_among(rows: list[ModelVersion]) -> ModelVersion | None:
+    return next((row for row in rows if row.stage == ModelStage.PRODUCTION), None)
+
+
 def promote(session: Session, *, version: str, by: str, reason: str | None = None) -> ModelVersion:
     """Make ``version`` production and archive the current one, in the caller's transaction."""
     target = get_version(session, version)
-    current = session.scalars(
-        select(ModelVersion)
-        .where(ModelVersion.name == target.name, ModelVersion.stage == ModelStage.PRODUCTION)
-        .with_for_update()
-    ).first()
+    current = _production_among(_lock_model_rows(session, target.name))
     if current is not None and current.version == target.version:
         return target
     try:
@@ -153,16 +177,12 @@ def promote(session: Session, *, version: str, by: str, reason: str | None = Non
 
 def rollback(session: Session, *, name: str, by: str) -> ModelVersion:
     """Return production to the most recently promoted earlier version."""
-    current = production(session, name)
-    previous = session.scalars(
-        select(ModelVersion)
-        .where(
-            ModelVersion.name == name,
-            ModelVersion.stage == ModelStage.ARCHIVED,
-            ModelVersion.promoted_at.is_not(None),
-        )
-        .order_by(ModelVersion.promoted_at.desc())
-    ).first()
+    rows = _lock_model_rows(session, name)  # so that racing rollbacks agree on "previous"
+    current = _production_among(rows)
+    earlier = [
+        row for row in rows if row.stage == ModelStage.ARCHIVED and row.promoted_at is not None
+    ]
+    previous = max(earlier, key=lambda row: row.promoted_at, default=None)
     if previous is None:
         raise ModelVersionNotFoundError(f"{name} has no earlier production version to roll back to")
     promoted = promote(
