@@ -264,6 +264,53 @@ def test_racing_promotions_never_leave_two_production_versions(
     stack.client.post("/v1/models/brainmri/rollback", headers=ADMIN)
 
 
+def test_racing_rollbacks_all_succeed_and_agree_on_the_previous_version(
+    stack: TrainerStack, tmp_path: Path
+) -> None:
+    from brainmri.registry.versions import register_bundle, rollback
+    from brainmri.storage import open_store
+
+    url = stack.settings.resolved_database_url
+    store = open_store(stack.settings)
+    before = stack.production()
+    versions = []
+    for seed in (31, 32):
+        make_bundle(tmp_path / f"b{seed}", img_size=48, seed=seed)
+        with session_scope(url) as session:
+            row = register_bundle(session, store, tmp_path / f"b{seed}", name="brainmri")
+            versions.append(row.version)
+            promote(session, version=row.version, by="setup")
+    failures: list[BaseException] = []
+
+    def race() -> None:
+        for _ in range(5):
+            try:
+                with session_scope(url) as session:
+                    rollback(session, name="brainmri", by="race")
+            except BaseException as exc:  # a deadlock or a conflict: the thread must report it
+                failures.append(exc)
+
+    threads = [threading.Thread(target=race) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []
+    with session_scope(url) as session:
+        production_rows = session.scalars(
+            select(ModelVersion).where(
+                ModelVersion.name == "brainmri", ModelVersion.stage == ModelStage.PRODUCTION
+            )
+        ).all()
+    assert len(production_rows) == 1
+    # Each rollback returns to the most recently promoted earlier version, so 15 serialised
+    # rollbacks from the second new version alternate between the two: an odd count ends on
+    # the first. Two rollbacks that read "previous" before either committed would skip one.
+    assert production_rows[0].version == versions[0]
+    with session_scope(url) as session:
+        promote(session, version=before, by="test cleanup")
+
+
 def _train_jobs(stack: TrainerStack) -> int:
     with session_scope(stack.settings.resolved_database_url) as session:
         return int(
