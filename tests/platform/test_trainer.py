@@ -3,15 +3,17 @@ registry, rollback, racing promotions and the scheduled retrain check."""
 
 from __future__ import annotations
 
+import functools
 import io
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from brainmri.db.models import Job, ModelStage, ModelVersion
 from brainmri.db.session import session_scope
@@ -220,44 +222,68 @@ def test_cancel_stops_training_and_registers_nothing(stack: TrainerStack) -> Non
         )
 
 
-def test_racing_promotions_never_leave_two_production_versions(
-    stack: TrainerStack, tmp_path: Path
-) -> None:
+def _register_bundles(stack: TrainerStack, folder: Path, seeds: Sequence[int]) -> list[str]:
+    """Register one small phantom bundle per seed as a candidate; returns their versions."""
     from brainmri.registry.versions import register_bundle
     from brainmri.storage import open_store
 
-    url = stack.settings.resolved_database_url
     store = open_store(stack.settings)
     versions = []
-    for seed in (21, 22, 23):
-        bundle = make_bundle(tmp_path / f"b{seed}", img_size=48, seed=seed)
-        with session_scope(url) as session:
-            versions.append(
-                register_bundle(session, store, tmp_path / f"b{seed}", name="brainmri").version
-            )
-        assert bundle.version == versions[-1]
+    for seed in seeds:
+        bundle = make_bundle(folder / f"b{seed}", img_size=48, seed=seed)
+        with session_scope(stack.settings.resolved_database_url) as session:
+            row = register_bundle(session, store, folder / f"b{seed}", name="brainmri")
+        assert row.version == bundle.version
+        versions.append(row.version)
+    return versions
+
+
+def _race(
+    url: str, actions: Sequence[Callable[[Session], object]], rounds: int
+) -> list[BaseException]:
+    """Run each action in its own thread, ``rounds`` times, one transaction per call; returns
+    every exception the threads hit (a deadlock or a conflict), which a thread alone would
+    only print."""
     failures: list[BaseException] = []
 
-    def race(version: str) -> None:
-        for _ in range(15):
+    def repeat(action: Callable[[Session], object]) -> None:
+        for _ in range(rounds):
             try:
                 with session_scope(url) as session:
-                    promote(session, version=version, by="race")
-            except BaseException as exc:  # a deadlock or a conflict: the thread must report it
+                    action(session)
+            except BaseException as exc:
                 failures.append(exc)
 
-    threads = [threading.Thread(target=race, args=(v,)) for v in versions]
+    threads = [threading.Thread(target=repeat, args=(action,)) for action in actions]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
+    return failures
+
+
+def _production_versions(url: str) -> list[str]:
     with session_scope(url) as session:
-        production_rows = session.scalars(
-            select(ModelVersion).where(
-                ModelVersion.name == "brainmri", ModelVersion.stage == ModelStage.PRODUCTION
-            )
-        ).all()
-    assert len(production_rows) == 1
+        return list(
+            session.scalars(
+                select(ModelVersion.version).where(
+                    ModelVersion.name == "brainmri", ModelVersion.stage == ModelStage.PRODUCTION
+                )
+            ).all()
+        )
+
+
+def test_racing_promotions_never_leave_two_production_versions(
+    stack: TrainerStack, tmp_path: Path
+) -> None:
+    url = stack.settings.resolved_database_url
+    versions = _register_bundles(stack, tmp_path, (21, 22, 23))
+    failures = _race(
+        url,
+        [functools.partial(promote, version=version, by="race") for version in versions],
+        rounds=15,
+    )
+    assert len(_production_versions(url)) == 1
     # Promotions of one model are serialised, so every one of them succeeds in turn.
     assert failures == []
     # Put the trained candidate back for the other tests of this module.
@@ -267,46 +293,21 @@ def test_racing_promotions_never_leave_two_production_versions(
 def test_racing_rollbacks_all_succeed_and_agree_on_the_previous_version(
     stack: TrainerStack, tmp_path: Path
 ) -> None:
-    from brainmri.registry.versions import register_bundle, rollback
-    from brainmri.storage import open_store
+    from brainmri.registry.versions import rollback
 
     url = stack.settings.resolved_database_url
-    store = open_store(stack.settings)
     before = stack.production()
-    versions = []
-    for seed in (31, 32):
-        make_bundle(tmp_path / f"b{seed}", img_size=48, seed=seed)
+    first, second = _register_bundles(stack, tmp_path, (31, 32))
+    for version in (first, second):
         with session_scope(url) as session:
-            row = register_bundle(session, store, tmp_path / f"b{seed}", name="brainmri")
-            versions.append(row.version)
-            promote(session, version=row.version, by="setup")
-    failures: list[BaseException] = []
-
-    def race() -> None:
-        for _ in range(5):
-            try:
-                with session_scope(url) as session:
-                    rollback(session, name="brainmri", by="race")
-            except BaseException as exc:  # a deadlock or a conflict: the thread must report it
-                failures.append(exc)
-
-    threads = [threading.Thread(target=race) for _ in range(3)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+            promote(session, version=version, by="setup")
+    race_rollback = functools.partial(rollback, name="brainmri", by="race")
+    failures = _race(url, [race_rollback] * 3, rounds=5)
     assert failures == []
-    with session_scope(url) as session:
-        production_rows = session.scalars(
-            select(ModelVersion).where(
-                ModelVersion.name == "brainmri", ModelVersion.stage == ModelStage.PRODUCTION
-            )
-        ).all()
-    assert len(production_rows) == 1
     # Each rollback returns to the most recently promoted earlier version, so 15 serialised
     # rollbacks from the second new version alternate between the two: an odd count ends on
     # the first. Two rollbacks that read "previous" before either committed would skip one.
-    assert production_rows[0].version == versions[0]
+    assert _production_versions(url) == [first]
     with session_scope(url) as session:
         promote(session, version=before, by="test cleanup")
 
