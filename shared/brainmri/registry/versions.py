@@ -150,6 +150,19 @@ def promote(session: Session, *, version: str, by: str, reason: str | None = Non
     """Make ``version`` production and archive the current one, in the caller's transaction."""
     target = get_version(session, version)
     current = _production_among(_lock_model_rows(session, target.name))
+    return _switch_production(session, target, current, by=by, reason=reason)
+
+
+def _switch_production(
+    session: Session,
+    target: ModelVersion,
+    current: ModelVersion | None,
+    *,
+    by: str,
+    reason: str | None,
+) -> ModelVersion:
+    """Archive ``current`` and make ``target`` production; the caller holds the model's row
+    locks (``_lock_model_rows``), so ``current`` is still the production row."""
     if current is not None and current.version == target.version:
         return target
     try:
@@ -185,9 +198,10 @@ def rollback(session: Session, *, name: str, by: str) -> ModelVersion:
     previous = max(earlier, key=lambda row: row.promoted_at, default=None)
     if previous is None:
         raise ModelVersionNotFoundError(f"{name} has no earlier production version to roll back to")
-    promoted = promote(
+    promoted = _switch_production(
         session,
-        version=previous.version,
+        previous,
+        current,
         by=by,
         reason=f"rollback from {current.version if current else 'none'}",
     )
