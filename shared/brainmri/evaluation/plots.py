@@ -154,20 +154,43 @@ def plot_roc_per_class(
     return _save(fig, path)
 
 
-def plot_training_curves(history: Sequence[dict[str, Any]], path: Path) -> Path:
+def kept_epoch(history: Sequence[dict[str, Any]]) -> int | None:
+    """The epoch whose weights the trainer kept: the last one that set a new best."""
+    best = [row["epoch"] for row in history if row.get("is_best")]
+    return best[-1] if best else None
+
+
+def training_curves_figure(history: Sequence[dict[str, Any]]) -> Figure:
+    """Loss and validation scores per epoch, with the kept epoch marked.
+
+    From-scratch runs often have a few early epochs whose validation loss is 10-100x the rest
+    (batch-norm statistics still moving); on a linear axis those spikes flatten every later
+    epoch to a line, so the loss axis turns logarithmic when its values span more than 20x.
+    """
     fig = Figure(figsize=(10, 4))
     left, right = fig.subplots(1, 2)
     epochs = [row["epoch"] for row in history]
+    losses = [row[key] for row in history for key in ("train_loss", "val_loss")]
     left.plot(epochs, [row["train_loss"] for row in history], marker="o", label="train loss")
     left.plot(epochs, [row["val_loss"] for row in history], marker="o", label="val loss")
+    if min(losses) > 0 and max(losses) / min(losses) > 20:
+        left.set_yscale("log")
     left.set_xlabel("epoch")
-    left.set_ylabel("loss")
+    left.set_ylabel("loss (log scale)" if left.get_yscale() == "log" else "loss")
     left.set_title("Loss")
-    left.legend()
     right.plot(epochs, [row["val_acc"] for row in history], marker="o", label="val accuracy")
     right.plot(epochs, [row["val_macro_f1"] for row in history], marker="o", label="val macro-F1")
     right.set_xlabel("epoch")
     right.set_ylabel("score")
     right.set_title("Validation")
+    kept = kept_epoch(history)
+    if kept is not None:
+        for ax in (left, right):
+            ax.axvline(kept, color="0.3", linestyle="--", linewidth=1, label=f"kept: epoch {kept}")
+    left.legend()
     right.legend()
-    return _save(fig, path)
+    return fig
+
+
+def plot_training_curves(history: Sequence[dict[str, Any]], path: Path) -> Path:
+    return _save(training_curves_figure(history), path)
