@@ -8,6 +8,7 @@ import pytest
 from brainmri.evaluation.calibration import choose_threshold, fit_temperature, softmax
 from brainmri.evaluation.metrics import (
     binary_rates,
+    bootstrap_ci,
     classification_report,
     expected_calibration_error,
     youden_threshold,
@@ -109,3 +110,62 @@ def test_report_handles_single_class() -> None:
     report = classification_report(y, probs, NAMES, threshold=0.5)
     assert report["roc_auc_binary"] is None
     assert report["specificity"] is None
+
+
+def _clustered_predictions(
+    n_groups: int, per_group: int, wrong_groups: int
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Groups of identical slices (one series each) whose errors come together: every image of
+    the first ``wrong_groups`` groups is misclassified, every other one is right."""
+    y = np.repeat(np.arange(n_groups) % 4, per_group)
+    probs = np.full((len(y), 4), 0.02)
+    probs[np.arange(len(y)), y] = 0.94
+    wrong = np.arange(len(y)) < wrong_groups * per_group
+    probs[wrong] = 0.02
+    probs[wrong, (y[wrong] + 1) % 4] = 0.94
+    groups = [f"g{i // per_group:03d}" for i in range(len(y))]
+    return y, probs, groups
+
+
+def test_bootstrap_interval_brackets_the_point_estimate() -> None:
+    y, probs, _ = _clustered_predictions(40, 10, 4)
+    intervals = bootstrap_ci(y, probs, NAMES, threshold=0.5, n_boot=300)
+    low, high = intervals["acc_multiclass"]
+    assert low < 0.9 < high
+    assert set(intervals) == {
+        "acc_multiclass",
+        "macro_f1",
+        "roc_auc_binary",
+        "sensitivity",
+        "specificity",
+    }
+
+
+def test_group_bootstrap_is_wider_when_errors_cluster_in_groups() -> None:
+    y, probs, groups = _clustered_predictions(40, 10, 4)
+    by_image = bootstrap_ci(y, probs, NAMES, threshold=0.5, n_boot=400)
+    by_group = bootstrap_ci(y, probs, NAMES, threshold=0.5, n_boot=400, groups=groups)
+
+    def width(intervals: dict[str, tuple[float, float]]) -> float:
+        low, high = intervals["acc_multiclass"]
+        return high - low
+
+    # 400 images but only 40 independent series: the honest interval is ~sqrt(10) wider.
+    assert width(by_group) > 2 * width(by_image)
+    low, high = by_group["acc_multiclass"]
+    assert low < 0.9 < high
+
+
+def test_group_bootstrap_of_singleton_groups_matches_the_image_bootstrap() -> None:
+    y, probs, _ = _clustered_predictions(400, 1, 40)
+    singletons = [f"s{i}" for i in range(len(y))]
+    by_image = bootstrap_ci(y, probs, NAMES, threshold=0.5, n_boot=400)
+    by_group = bootstrap_ci(y, probs, NAMES, threshold=0.5, n_boot=400, groups=singletons)
+    for key in ("acc_multiclass", "macro_f1"):
+        assert by_group[key] == pytest.approx(by_image[key], abs=0.01), key
+
+
+def test_group_bootstrap_needs_one_group_per_image() -> None:
+    y, probs, groups = _clustered_predictions(4, 2, 1)
+    with pytest.raises(ValueError, match="7 group ids for 8 images"):
+        bootstrap_ci(y, probs, NAMES, threshold=0.5, n_boot=5, groups=groups[:-1])

@@ -187,6 +187,28 @@ def test_eval_writes_every_artifact_with_the_right_keys(
     assert {"p_no_tumor", "p_glioma", "p_meningioma", "p_pituitary", "tumor_prob"} <= set(header)
 
 
+def test_eval_bootstrap_resamples_the_manifest_groups(
+    trained: tuple[Path, object], split: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out, _ = trained
+    groups = {str(s.path): s.group_id for s in read_manifest(split / "test.csv")}
+    reports = {}
+    for unit in ("group", "image"):
+        args = ["eval", "--data", str(split / "test.csv"), "--model", str(out / "model")]
+        args += ["--out", str(tmp_path / unit), "--bootstrap", "60", "--bootstrap-by", unit]
+        assert main(args) == 0
+        reports[unit] = json.loads((tmp_path / unit / "eval_report.json").read_text())
+    printed = capsys.readouterr().out
+    assert "macro-F1 95% interval" in printed
+    by_group = reports["group"]["confidence_intervals"]
+    assert by_group["unit"] == "group"
+    assert f"over {len(set(groups.values()))} near-duplicate groups" in by_group["method"]
+    assert reports["image"]["confidence_intervals"]["unit"] == "image"
+    for unit, report in reports.items():
+        low, high = report["confidence_intervals"]["acc_multiclass"]
+        assert low <= report["acc_multiclass"] <= high, unit
+
+
 def _small_config(**overrides: object):
     values = {
         "arch": "resnet10t",

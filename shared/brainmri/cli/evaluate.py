@@ -29,6 +29,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="N",
         help="add 95%% bootstrap confidence intervals from N resamples",
     )
+    parser.add_argument(
+        "--bootstrap-by",
+        "--bootstrap_by",
+        choices=("group", "image"),
+        default="group",
+        help="resample whole near-duplicate groups (default; needs a manifest with group_id, "
+        "else images are resampled) or single images",
+    )
     parser.add_argument("--backend", choices=("auto", "eager", "bf16", "onnx"), default=None)
     parser.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default=None)
     parser.set_defaults(handler=run)
@@ -45,7 +53,10 @@ def run(args: argparse.Namespace) -> int:
         settings, model_dir=args.model, backend=args.backend, device=args.device
     )
     threshold = resolve_threshold(args.threshold, settings.tumor_thresh, engine.metadata)
-    items = [EvalItem(str(s.path), s.class_name, s.path) for s in load_samples(args.data)]
+    items = [
+        EvalItem(str(s.path), s.class_name, s.path, group=s.group_id)
+        for s in load_samples(args.data)
+    ]
     outcome = evaluate(
         engine,
         items,
@@ -54,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
         tta=args.tta,
         progress=True,
         bootstrap=args.bootstrap,
+        bootstrap_by=args.bootstrap_by,
     )
     r = outcome.report
 
@@ -77,5 +89,9 @@ def run(args: argparse.Namespace) -> int:
             f"suggested threshold (Youden J): {r['best_threshold_by_YoudenJ']:.2f} "
             f"(J = {r['best_J']:.4f})"
         )
+    if "confidence_intervals" in r:
+        ci = r["confidence_intervals"]
+        low, high = ci["macro_f1"]
+        print(f"macro-F1 95% interval {low:.4f} - {high:.4f} ({ci['method']})")
     print(f"artifacts in {args.out}: {', '.join(r['artifacts'])}")
     return 0

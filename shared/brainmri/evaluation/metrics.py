@@ -6,7 +6,7 @@ matrix; ``tumor_prob = 1 - P(no_tumor)`` is computed by class name, never by pos
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from itertools import pairwise
 from typing import Any
 
@@ -186,9 +186,17 @@ def bootstrap_ci(
     threshold: float,
     n_boot: int = 1000,
     seed: int = 0,
+    groups: Sequence[str] | None = None,
 ) -> dict[str, tuple[float, float]]:
-    """95% percentile-bootstrap intervals for the headline metrics."""
+    """95% percentile-bootstrap intervals for the headline metrics.
+
+    With ``groups`` (one id per image, e.g. the dataset builder's near-duplicate groups), whole
+    groups are resampled instead of images. Slices of one patient series succeed or fail
+    together, so resampling them one by one treats correlated errors as independent and gives
+    intervals that are too narrow.
+    """
     rng = np.random.default_rng(seed)
+    draw = _group_resampler(groups, len(y_true), rng) if groups is not None else None
     labels = list(range(len(class_names)))
     tumor_prob = tumor_probabilities(probs, class_names)
     y_bin = binary_truth(y_true, class_names)
@@ -201,7 +209,7 @@ def bootstrap_ci(
     }
     n = len(y_true)
     for _ in range(n_boot):
-        idx = rng.integers(0, n, size=n)
+        idx = draw() if draw is not None else rng.integers(0, n, size=n)
         yt, pr, yb, tp = y_true[idx], probs[idx], y_bin[idx], tumor_prob[idx]
         predicted = pr.argmax(axis=1)
         samples["acc_multiclass"].append(float((predicted == yt).mean()))
@@ -220,3 +228,20 @@ def bootstrap_ci(
         for key, values in samples.items()
         if values
     }
+
+
+def _group_resampler(
+    groups: Sequence[str], n: int, rng: np.random.Generator
+) -> Callable[[], np.ndarray]:
+    """A function drawing one cluster-bootstrap sample: as many groups as there are, with
+    replacement, each contributing all of its images."""
+    if len(groups) != n:
+        raise ValueError(f"{len(groups)} group ids for {n} images")
+    _, inverse = np.unique(np.asarray(groups, dtype=str), return_inverse=True)
+    members = [np.flatnonzero(inverse == g) for g in range(int(inverse.max()) + 1)]
+
+    def draw() -> np.ndarray:
+        chosen = rng.integers(0, len(members), size=len(members))
+        return np.concatenate([members[g] for g in chosen])
+
+    return draw

@@ -15,7 +15,7 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -51,11 +51,16 @@ ERRORS_FILE = "errors.csv"
 
 @dataclass(frozen=True, slots=True)
 class EvalItem:
-    """One input: how it is shown in reports, its label (if known) and how to read it."""
+    """One input: how it is shown in reports, its label (if known) and how to read it.
+
+    ``group`` is the dataset builder's near-duplicate group, when the input came from its
+    manifest; the bootstrap resamples whole groups when every image has one.
+    """
 
     name: str
     true_class: str | None
     source: Source
+    group: str | None = None
 
 
 @dataclass
@@ -77,6 +82,7 @@ def evaluate(
     on_progress: Callable[[int, int], None] | None = None,
     plots_enabled: bool = True,
     bootstrap: int = 0,
+    bootstrap_by: Literal["group", "image"] = "group",
 ) -> EvalOutcome:
     """Score ``items`` with ``engine`` and write the report artifacts into ``out_dir``."""
     if not items:
@@ -128,11 +134,9 @@ def evaluate(
     tumor_prob = tumor_probabilities(probs, class_names) if len(labelled) else np.zeros(0)
     report["threshold_sweep"] = threshold_sweep(y_bin, tumor_prob) if len(labelled) else []
     if bootstrap and len(labelled) > 1:
-        intervals = bootstrap_ci(y_true, probs, class_names, threshold=threshold, n_boot=bootstrap)
-        report["confidence_intervals"] = {
-            "method": f"percentile bootstrap, {bootstrap} resamples, 95%",
-            **{key: list(bounds) for key, bounds in intervals.items()},
-        }
+        report["confidence_intervals"] = _confidence_intervals(
+            labelled, y_true, probs, class_names, threshold, bootstrap, bootstrap_by
+        )
     report["reliability"] = reliability_bins(probs, y_true) if len(labelled) else []
 
     outcome.artifacts.append(
@@ -189,6 +193,35 @@ def _write_predictions(
                 ]
             )
     return path
+
+
+def _confidence_intervals(
+    labelled: Sequence[tuple[EvalItem, Prediction]],
+    y_true: np.ndarray,
+    probs: np.ndarray,
+    class_names: Sequence[str],
+    threshold: float,
+    n_boot: int,
+    bootstrap_by: Literal["group", "image"],
+) -> dict[str, Any]:
+    """Bootstrap intervals over whole groups when every image has one (and groups are asked
+    for), else over images; ``method`` says which, so reports stay comparable."""
+    groups = [item.group for item, _ in labelled]
+    by_group = bootstrap_by == "group" and all(group is not None for group in groups)
+    intervals = bootstrap_ci(
+        y_true,
+        probs,
+        class_names,
+        threshold=threshold,
+        n_boot=n_boot,
+        groups=[str(group) for group in groups] if by_group else None,
+    )
+    unit = f"{len(set(groups))} near-duplicate groups" if by_group else f"{len(groups)} images"
+    return {
+        "method": f"percentile bootstrap over {unit}, {n_boot} resamples, 95%",
+        "unit": "group" if by_group else "image",
+        **{key: list(bounds) for key, bounds in intervals.items()},
+    }
 
 
 def _write_errors(out_dir: Path, errors: list[tuple[EvalItem, InputError]]) -> Path:
