@@ -1,7 +1,7 @@
 """The shipped default model on real MRI slices (skipped where ../shared/data is absent).
 
 The model card's test-split figures must be reproducible: the split is rebuilt with the
-recorded command and the evaluation must give exactly the recorded report.
+recorded command and the evaluation (fp32, as recorded) must give exactly the recorded report.
 """
 
 from __future__ import annotations
@@ -52,6 +52,7 @@ def test_predict_on_a_real_png_named_jpg(real_data: Path) -> None:
 
 def test_model_card_test_figures_reproduce(real_data: Path, tmp_path: Path) -> None:
     record = json.loads(RECORD.read_text())
+    assert "--backend eager" in record["command"], "the record must say how it was computed"
     split = record["split"]
     summary = build_dataset(
         [real_data],
@@ -67,7 +68,11 @@ def test_model_card_test_figures_reproduce(real_data: Path, tmp_path: Path) -> N
         target = folder / FOLDER_NAMES[sample.class_name] / sample.path.name
         target.parent.mkdir(parents=True, exist_ok=True)
         target.symlink_to(sample.path)
-    result = cli("eval", "--data", str(folder), "--out", str(tmp_path / "eval"))
+    # The record holds fp32 figures; on a CPU with AMX the `auto` backend would run bf16, whose
+    # probabilities differ in the fifth decimal (ROC AUC 0.999098 against 0.999090).
+    result = cli(
+        "eval", "--data", str(folder), "--out", str(tmp_path / "eval"), "--backend", "eager"
+    )
     assert result.returncode == 0, result.stderr
     report = json.loads((tmp_path / "eval" / "eval_report.json").read_text())
     assert report["n"] == record["n"]
