@@ -17,7 +17,7 @@ from brainmri.data.manifest import read_manifest
 from brainmri.data.materialize import fingerprint, list_dataset, materialize
 from brainmri.db.models import ModelStage
 from brainmri.db.session import session_scope
-from brainmri.evaluation.report import EvalItem, evaluate
+from brainmri.evaluation.report import evaluate, items_from_samples
 from brainmri.inference.loader import engine_for_bundle
 from brainmri.jobs.runtime import JobCancelled, JobContext, JobOutcome
 from brainmri.models.bundle import load_bundle
@@ -107,10 +107,7 @@ def run_train(ctx: JobContext) -> JobOutcome:
         except TrainingCancelled as exc:
             raise JobCancelled(str(exc)) from exc
         ctx.progress(0.87, {"stage": "evaluating on the held-out split"})
-        test_items = [
-            EvalItem(str(s.path), s.class_name, s.path)
-            for s in read_manifest(work / "split" / "test.csv")
-        ]
+        test_items = items_from_samples(read_manifest(work / "split" / "test.csv"))
         candidate = engine_for_bundle(settings, load_bundle(result.bundle_dir))
         candidate_report = evaluate(
             candidate,

@@ -44,7 +44,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from brainmri.data.manifest import load_samples
-    from brainmri.evaluation.report import EvalItem, evaluate
+    from brainmri.evaluation.report import evaluate, items_from_samples
     from brainmri.inference.loader import engine_from_settings
     from brainmri.inference.results import resolve_threshold
 
@@ -53,10 +53,7 @@ def run(args: argparse.Namespace) -> int:
         settings, model_dir=args.model, backend=args.backend, device=args.device
     )
     threshold = resolve_threshold(args.threshold, settings.tumor_thresh, engine.metadata)
-    items = [
-        EvalItem(str(s.path), s.class_name, s.path, group=s.group_id)
-        for s in load_samples(args.data)
-    ]
+    items = items_from_samples(load_samples(args.data))
     outcome = evaluate(
         engine,
         items,

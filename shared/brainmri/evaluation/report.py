@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -34,6 +34,9 @@ from brainmri.evaluation.metrics import (
 from brainmri.inference.engine import InferenceEngine, Source
 from brainmri.inference.results import Prediction
 from brainmri.jsonutil import jsonable
+
+if TYPE_CHECKING:
+    from brainmri.data.manifest import Sample
 
 PLOT_FILES = (
     "cm_multiclass.png",
@@ -61,6 +64,12 @@ class EvalItem:
     true_class: str | None
     source: Source
     group: str | None = None
+
+
+def items_from_samples(samples: Iterable[Sample]) -> list[EvalItem]:
+    """Evaluation inputs for manifest samples, each carrying its near-duplicate group so that
+    every caller (CLI, trainer service) gets group-level bootstrap intervals alike."""
+    return [EvalItem(str(s.path), s.class_name, s.path, group=s.group_id) for s in samples]
 
 
 @dataclass
