@@ -20,6 +20,7 @@ from brainmri.inference.engine import InferenceEngine
 from brainmri.models.bundle import load_bundle
 from brainmri.preprocess import PreprocessConfig, square_resize
 from brainmri.training.augment import AugmentConfig, build_train_transform
+from brainmri.training.ema import WeightAverage
 from brainmri.training.mixing import BatchMixer
 from brainmri.training.recipes import make_config
 from brainmri.training.trainer import Trainer, TrainHooks, TrainingCancelled
@@ -224,9 +225,11 @@ def _small_config(**overrides: object):
     return make_config("strong", **values)
 
 
-def test_resume_continues_exactly(split: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("ema_decay", [0.0, 0.9], ids=["raw-weights", "weight-average"])
+def test_resume_continues_exactly(split: Path, tmp_path: Path, ema_decay: float) -> None:
     train, val = read_manifest(split / "train.csv"), read_manifest(split / "val.csv")
-    straight = Trainer(_small_config(), train, val, tmp_path / "straight", progress=False).run()
+    config = _small_config(ema_decay=ema_decay)
+    straight = Trainer(config, train, val, tmp_path / "straight", progress=False).run()
 
     epochs_seen: list[int] = []
 
@@ -237,17 +240,71 @@ def test_resume_continues_exactly(split: Path, tmp_path: Path) -> None:
         on_epoch=lambda report: epochs_seen.append(report.epoch), should_stop=stop_in_third_epoch
     )
     with pytest.raises(TrainingCancelled):
-        Trainer(
-            _small_config(), train, val, tmp_path / "resumed", progress=False, hooks=hooks
-        ).run()
+        Trainer(config, train, val, tmp_path / "resumed", progress=False, hooks=hooks).run()
     assert not (tmp_path / "resumed" / "model").exists()  # nothing half-written
-    resumed = Trainer(_small_config(), train, val, tmp_path / "resumed", progress=False).run(
+    resumed = Trainer(config, train, val, tmp_path / "resumed", progress=False).run(
         resume=tmp_path / "resumed" / "checkpoints" / "last.pt"
     )
     assert [row["epoch"] for row in resumed.history] == [1, 2, 3]
     for a, b in zip(straight.history, resumed.history, strict=True):
         assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)
         assert a["val_macro_f1"] == pytest.approx(b["val_macro_f1"], abs=1e-9)
+
+
+def test_weight_average_is_what_is_validated_and_kept(split: Path, tmp_path: Path) -> None:
+    """With --ema_decay the epoch's validation scores the averaged weights, and the best
+    checkpoint (hence the bundle) holds them, not the raw weights of that step."""
+    train, val = read_manifest(split / "train.csv"), read_manifest(split / "val.csv")
+    out = tmp_path / "ema"
+    checks: list[int] = []
+
+    def inspect(report) -> None:  # runs after the epoch's checkpoints are written
+        last = torch.load(out / "checkpoints" / "last.pt", map_location="cpu", weights_only=True)
+        averaged, raw = last["ema"]["model"], last["model"]
+        assert last["ema"]["updates"] == report.epoch * -(-len(train) // 16)  # one per step
+        weight = "fc.weight"
+        assert not torch.equal(averaged[weight], raw[weight])
+        if report.is_best:
+            best = load_file(str(out / "checkpoints" / "best.safetensors"))
+            assert all(torch.equal(best[key], averaged[key]) for key in averaged)
+            checks.append(report.epoch)
+
+    result = Trainer(
+        _small_config(ema_decay=0.9, use_mixup=False, batch_size=16),
+        train,
+        val,
+        out,
+        progress=False,
+        hooks=TrainHooks(on_epoch=inspect),
+    ).run()
+    assert checks and checks[-1] == result.best_epoch
+    bundle = load_bundle(result.bundle_dir)
+    assert bundle.metadata.provenance["config"]["ema_decay"] == 0.9
+    kept = load_file(str(out / "checkpoints" / "best.safetensors"))
+    for key, value in bundle.state_dict.items():
+        assert torch.equal(value, kept[key].float() if value.is_floating_point() else kept[key])
+
+
+def test_weight_average_update_rule() -> None:
+    model = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2))
+    average = WeightAverage(model, decay=0.99)
+    start = model[0].weight.detach().clone()
+    with torch.no_grad():
+        model[0].weight.add_(1.0)
+    model.train()
+    model(torch.randn(8, 3))  # moves the BatchNorm statistics and its integer counter
+    average.update(model)
+    first = 1.0 / 10.0  # warm-up: min(0.99, (1 + 0) / (10 + 0))
+    expected = first * start + (1 - first) * model[0].weight.detach()
+    assert torch.allclose(average.model[0].weight, expected)
+    assert average.model[1].num_batches_tracked.item() == 1  # integer buffers are copied
+    assert not average.model[0].weight.requires_grad
+    for _ in range(2000):
+        average.update(model)
+    assert average.current_decay() == 0.99  # the warm-up has ended
+    assert torch.allclose(average.model[0].weight, model[0].weight, atol=1e-6)
+    with pytest.raises(ValueError, match="decay"):
+        WeightAverage(model, decay=1.0)
 
 
 def test_mixup_and_cutmix_both_run_and_odd_batches_mix(split: Path, tmp_path: Path) -> None:
@@ -321,6 +378,20 @@ def test_original_flags_in_both_spellings() -> None:
         assert (args.lr, args.weight_decay, args.label_smoothing) == (5e-4, 0.05, 0.1)
         assert args.use_mixup is False
         assert args.num_workers == 0
+
+
+def test_cli_trains_with_a_weight_average(
+    split: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The CLI end to end, with the one flag the original scripts did not have in dashed form."""
+    out = tmp_path / "cli-run"
+    argv = ["train", "--train-csv", str(split / "train.csv"), "--val-csv", str(split / "val.csv")]
+    argv += ["--out-dir", str(out), "--arch", "resnet10t", "--img-size", "48", "--epochs", "1"]
+    assert main([*argv, "--batch-size", "16", "--ema-decay", "0.95"]) == 0
+    assert f"model bundle: {out / 'model'}" in capsys.readouterr().out
+    provenance = load_bundle(out / "model").metadata.provenance
+    assert provenance["config"]["ema_decay"] == 0.95
+    assert "--ema-decay 0.95" in provenance["command"]
 
 
 def test_fine_tune_from_a_bundle(trained: tuple[Path, object], split: Path, tmp_path: Path) -> None:

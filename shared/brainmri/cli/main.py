@@ -36,6 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    # The words this command was given, for records such as a bundle's provenance: sys.argv
+    # is someone else's when main() is called from Python (a test, a notebook, a service).
+    args.argv = list(argv) if argv is not None else sys.argv[1:]
     configure_logging(args.log_level, "text")
     try:
         return int(args.handler(args) or 0)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import sys
+import shlex
 from pathlib import Path
 
 from brainmri.cli.common import EPILOG, add_flag, str2bool
@@ -84,6 +84,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add_flag(reg, "mix_prob", type=float, default=None, help="share of batches that are mixed")
     add_flag(reg, "drop_rate", type=float, default=None)
+    add_flag(
+        reg,
+        "ema_decay",
+        type=float,
+        default=None,
+        help="validate and keep an exponential moving average of the weights with this "
+        "per-step decay, e.g. 0.998; 0 (default) keeps the raw weights",
+    )
 
     calib = parser.add_argument_group("calibration")
     add_flag(
@@ -128,6 +136,7 @@ def run(args: argparse.Namespace) -> int:
         "use_mixup",
         "mix_prob",
         "drop_rate",
+        "ema_decay",
         "threshold_policy",
         "num_workers",
         "init_from",
@@ -143,7 +152,7 @@ def run(args: argparse.Namespace) -> int:
         read_manifest(args.val_csv),
         args.out_dir,
         calib_samples=read_manifest(args.calib_csv) if args.calib_csv else None,
-        command="brainmri " + " ".join(sys.argv[1:]),
+        command=shlex.join(["brainmri", *args.argv]),
         protected_dirs=[settings.resolved_model_dir],
         name=settings.model_name,
     )

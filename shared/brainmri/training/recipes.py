@@ -34,6 +34,7 @@ class TrainConfig:
     augment: Literal["light", "strong"] = "light"
     drop_rate: float = 0.0
     grad_clip: float = 2.0
+    ema_decay: float = 0.0  # per-step decay of the weight average; 0 trains without one
     class_weighted: bool = True
     early_stop_patience: int = 6
     precision: Literal["auto", "fp32", "bf16"] = "auto"

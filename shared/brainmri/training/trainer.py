@@ -4,7 +4,8 @@ Per run, in ``out_dir``:
 
 * ``train_config.json`` - the resolved configuration, command and data fingerprint;
 * ``checkpoints/last.pt`` (resume state; tensors and plain values only, loaded with
-  ``weights_only=True``) and ``checkpoints/best.safetensors`` (best epoch by val macro-F1);
+  ``weights_only=True``) and ``checkpoints/best.safetensors`` (best epoch by val macro-F1;
+  with ``ema_decay`` set, the weight average is what is validated and kept);
 * ``history.csv`` / ``history.json`` / ``training_curves.png``;
 * ``calibration.json`` - temperature, ECE before/after, the chosen threshold;
 * ``model/`` - the bundle of the best epoch, calibrated. It is written once, atomically, into a
@@ -54,6 +55,7 @@ from brainmri.models.factory import create_model
 from brainmri.preprocess import PreprocessConfig
 from brainmri.training.augment import build_post_normalize, build_train_transform
 from brainmri.training.data import EvalDataset, SliceCache, TrainDataset, build_cache
+from brainmri.training.ema import WeightAverage
 from brainmri.training.mixing import BatchMixer, soft_cross_entropy
 from brainmri.training.recipes import TrainConfig
 
@@ -278,6 +280,9 @@ class Trainer:
         if config.channels_last and device.type != "mps":
             model = model.to(memory_format=torch.channels_last)
         optimizer = torch.optim.AdamW(_param_groups(model, config.weight_decay), lr=config.lr)
+        ema = WeightAverage(model, config.ema_decay) if config.ema_decay else None
+        # What is validated, checkpointed as "best" and shipped: the average when there is one.
+        evaluated = ema.model if ema is not None else model
         loader = self._train_loader(train_cache, device)
         steps_per_epoch = max(1, len(loader))
         total_steps = steps_per_epoch * config.epochs
@@ -311,16 +316,16 @@ class Trainer:
             "history": [],
         }
         if resume is not None:
-            state = self._load_checkpoint(resume, model, optimizer, scheduler, mixer)
+            state = self._load_checkpoint(resume, model, optimizer, scheduler, mixer, ema)
             log.info("resumed from %s at epoch %d", resume, state["epoch"])
 
         for epoch in range(state["epoch"] + 1, config.epochs + 1):
             epoch_started = time.perf_counter()
             train_loss = self._train_epoch(
-                model, loader, optimizer, scheduler, scaler, mixer, weights, device, amp, epoch
+                model, loader, optimizer, scheduler, scaler, mixer, weights, device, amp, epoch, ema
             )
             logits = predict_logits(
-                model,
+                evaluated,
                 select_set,
                 device,
                 config.eval_batch_size,
@@ -341,7 +346,7 @@ class Trainer:
                     best_f1=report["macro_f1"], best_loss=val_loss, best_epoch=epoch, stale=0
                 )
                 save_file(
-                    {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
+                    {k: v.detach().cpu().contiguous() for k, v in evaluated.state_dict().items()},
                     str(self.out_dir / BEST_CHECKPOINT),
                 )
             else:
@@ -361,7 +366,7 @@ class Trainer:
             state["history"].append(epoch_report.as_dict())
             state["epoch"] = epoch
             self._save_checkpoint(
-                checkpoints / "last.pt", model, optimizer, scheduler, mixer, state
+                checkpoints / "last.pt", model, optimizer, scheduler, mixer, state, ema
             )
             self._log_epoch(epoch_report)
             if self.hooks.on_epoch:
@@ -494,6 +499,7 @@ class Trainer:
         device: torch.device,
         amp: torch.dtype | None,
         epoch: int,
+        ema: WeightAverage | None = None,
     ) -> float:
         model.train()
         total, count = 0.0, 0
@@ -523,6 +529,8 @@ class Trainer:
             scaler.step(optimizer)
             scaler.update()
             scheduler.step()
+            if ema is not None:
+                ema.update(model)
             total += float(loss.item()) * images.shape[0]
             count += images.shape[0]
             bar.set_postfix(loss=f"{total / count:.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
@@ -646,8 +654,10 @@ class Trainer:
         scheduler: Any,
         mixer: BatchMixer,
         state: dict[str, Any],
+        ema: WeightAverage | None = None,
     ) -> None:
         payload = {
+            "ema": ema.state_dict() if ema is not None else None,
             "model": model.state_dict(),
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
@@ -668,10 +678,11 @@ class Trainer:
         optimizer: torch.optim.Optimizer,
         scheduler: Any,
         mixer: BatchMixer,
+        ema: WeightAverage | None = None,
     ) -> dict[str, Any]:
         payload = torch.load(path, map_location="cpu", weights_only=True)
         saved = TrainConfig.from_dict(payload["config"])
-        for key in ("arch", "img_size", "in_chans", "resize"):
+        for key in ("arch", "img_size", "in_chans", "resize", "ema_decay"):
             if getattr(saved, key) != getattr(self.config, key):
                 raise BrainMRIError(
                     f"cannot resume: checkpoint has {key}={getattr(saved, key)!r}",
@@ -680,6 +691,8 @@ class Trainer:
         model.load_state_dict(payload["model"])
         optimizer.load_state_dict(payload["optimizer"])
         scheduler.load_state_dict(payload["scheduler"])
+        if ema is not None:
+            ema.load_state_dict(payload["ema"])
         mixer.counts.update(payload["mix_counts"])
         torch.set_rng_state(payload["torch_rng"])
         self._loader_generator.set_state(payload["loader_rng"])
