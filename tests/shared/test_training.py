@@ -210,6 +210,39 @@ def test_eval_bootstrap_resamples_the_manifest_groups(
         assert low <= report["acc_multiclass"] <= high, unit
 
 
+def test_compare_two_eval_runs_of_the_same_images(
+    trained: tuple[Path, object], split: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`brainmri compare` on two real eval folders (the model without and with TTA): the
+    figures it pairs are the ones each report holds, resampled by near-duplicate group."""
+    out, _ = trained
+    manifest = read_manifest(split / "test.csv")
+    for name, extra in (("plain", []), ("tta", ["--tta"]), ("other", [])):
+        data = split / ("val.csv" if name == "other" else "test.csv")
+        args = ["eval", "--data", str(data), "--model", str(out / "model")]
+        assert main([*args, "--out", str(tmp_path / name), *extra]) == 0
+    capsys.readouterr()
+    argv = ["compare", str(tmp_path / "plain"), str(tmp_path / "tta"), "--bootstrap", "200"]
+    assert main([*argv, "--out", str(tmp_path / "compare.json")]) == 0
+    printed = capsys.readouterr().out
+    assert "macro-F1" in printed and "P(B>A)" in printed
+    result = json.loads((tmp_path / "compare.json").read_text())
+    assert result["n"] == len(manifest)
+    assert result["bootstrap"]["unit"] == "group"
+    assert result["bootstrap"]["units"] == len({s.group_id for s in manifest})
+    for side, folder in (("a", "plain"), ("b", "tta")):
+        report = json.loads((tmp_path / folder / "eval_report.json").read_text())
+        assert result[side]["model_version"] == report["model_version"]
+        for metric in ("macro_f1", "roc_auc_binary", "sensitivity"):
+            # predictions.csv keeps 6 decimals, so an AUC tie can move in the last digits.
+            assert result["metrics"][metric][side] == pytest.approx(report[metric], abs=1e-4)
+    # Different images (validation against test) cannot be paired.
+    assert main(["compare", str(tmp_path / "plain"), str(tmp_path / "other")]) == 2
+    assert "runs_not_comparable" in capsys.readouterr().err
+    assert main(["compare", str(tmp_path / "plain"), str(tmp_path)]) == 2
+    assert "not a `brainmri eval` output" in capsys.readouterr().err
+
+
 def _small_config(**overrides: object):
     values = {
         "arch": "resnet10t",

@@ -8,7 +8,17 @@ from collections.abc import Sequence
 from importlib.metadata import entry_points
 
 from brainmri import DISCLAIMER, __version__
-from brainmri.cli import dataset, db, evaluate, export, predict, remote, settings_doc, train
+from brainmri.cli import (
+    compare,
+    dataset,
+    db,
+    evaluate,
+    export,
+    predict,
+    remote,
+    settings_doc,
+    train,
+)
 from brainmri.errors import BrainMRIError
 from brainmri.logs import configure_logging
 
@@ -24,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--log-level", default="WARNING", choices=("DEBUG", "INFO", "WARNING", "ERROR")
     )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (predict, evaluate, dataset, train, export, db, settings_doc, remote):
+    for module in (predict, evaluate, compare, dataset, train, export, db, settings_doc, remote):
         module.register(subparsers)
     # Service commands (serve, worker, trainer, beat, remote client) come from the service
     # packages through an entry-point group, so this library never imports a service.

@@ -181,6 +181,7 @@ def _write_predictions(
         "tumor_prob",
         "has_tumor",
         "true_binary",
+        "group",  # near-duplicate group from a builder manifest: `brainmri compare` resamples it
     ]
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
@@ -199,6 +200,7 @@ def _write_predictions(
                     f"{pred.tumor_prob:.6f}",
                     int(pred.has_tumor(threshold)),
                     "" if item.true_class is None else binary_label(item.true_class),
+                    item.group or "",
                 ]
             )
     return path
