@@ -186,6 +186,12 @@ class Settings(BaseSettings):
         description="... and its tumor sensitivity at the operating threshold is not "
         "lower than production's by more than this.",
     )
+    promotion_require_clear_gain: bool = Field(
+        True,
+        description="... and the 95% paired-bootstrap interval of the macro-F1 gain (whole "
+        "near-duplicate groups, as `brainmri compare`) lies above zero, so noise is never "
+        "promoted.",
+    )
     retrain_schedule: str = Field(
         "", description="Cron expression (`m h dom mon dow`, UTC) for retrain checks; empty: off."
     )

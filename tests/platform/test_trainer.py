@@ -162,6 +162,7 @@ def test_train_promote_follow_and_rollback(stack: TrainerStack) -> None:
     assert len(better["seen_epochs"]) >= 2  # progress reported per epoch
     assert result["promoted"] is True, result["gate"]
     assert result["test_metrics"]["macro_f1"] > result["production_metrics"]["macro_f1"]
+    assert "95% paired interval" in result["gate"]  # the default gate asks for a clear gain
     assert {"eval_report.json", "training_curves.png", "roc_binary.png"} <= set(result["artifacts"])
     candidate = result["model_version"]
     assert stack.production() == candidate
@@ -178,6 +179,12 @@ def test_train_promote_follow_and_rollback(stack: TrainerStack) -> None:
     assert shown["stage"] == "candidate"
     assert "gate" in shown["stage_reason"]
     assert shown["versus_production"]["production_version"] == candidate
+    paired = shown["versus_production"]["paired_on_same_test"]["metrics"]["macro_f1"]
+    assert paired["diff"] == pytest.approx(
+        worse["result"]["test_metrics"]["macro_f1"]
+        - worse["result"]["production_metrics"]["macro_f1"],
+        abs=1e-3,
+    )
     assert stack.production() == candidate
 
     promoted = stack.client.post(
@@ -395,3 +402,24 @@ def test_promotion_gate_rules() -> None:
     assert promotion_gate(
         {"macro_f1": 0.5}, None, min_macro_f1_gain=0.01, max_sensitivity_drop=0.0
     ).promote
+
+
+def test_promotion_gate_asks_for_a_gain_clear_of_noise() -> None:
+    prod, candidate = {"macro_f1": 0.900}, {"macro_f1": 0.912}
+    rules = {"min_macro_f1_gain": 0.005, "max_sensitivity_drop": 0.0}
+    noisy = {"diff": 0.012, "ci": (-0.004, 0.027)}
+    clear = {"diff": 0.012, "ci": (0.003, 0.022)}
+    assert promotion_gate(candidate, prod, **rules, paired_macro_f1=noisy).promote  # not asked
+    held = promotion_gate(candidate, prod, **rules, paired_macro_f1=noisy, require_clear_gain=True)
+    assert not held.promote
+    assert "-0.0040 to +0.0270" in held.reason and "noise" in held.reason
+    passed = promotion_gate(
+        candidate, prod, **rules, paired_macro_f1=clear, require_clear_gain=True
+    )
+    assert passed.promote and "+0.0030 to +0.0220" in passed.reason
+    assert not promotion_gate(candidate, prod, **rules, require_clear_gain=True).promote
+    # The fixed margin still applies on top of a clear interval.
+    small = promotion_gate(
+        {"macro_f1": 0.903}, prod, **rules, paired_macro_f1=clear, require_clear_gain=True
+    )
+    assert not small.promote and "gain" in small.reason

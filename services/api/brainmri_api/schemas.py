@@ -211,7 +211,10 @@ class ModelPublic(BaseModel):
     promoted_at: datetime | None
     promoted_by: str | None
     versus_production: dict[str, Any] | None = Field(
-        None, description="Headline metrics next to the current production version's."
+        None,
+        description="Headline metrics next to the current production version's; for a "
+        "trained candidate also production's figures on the same test images and "
+        "`paired_on_same_test`, the paired-bootstrap difference the promotion gate used.",
     )
 
 

@@ -17,6 +17,7 @@ from brainmri.data.manifest import read_manifest
 from brainmri.data.materialize import fingerprint, list_dataset, materialize
 from brainmri.db.models import ModelStage
 from brainmri.db.session import session_scope
+from brainmri.evaluation.compare import compare_runs, load_eval_run
 from brainmri.evaluation.report import evaluate, items_from_samples
 from brainmri.inference.loader import engine_for_bundle
 from brainmri.jobs.runtime import JobCancelled, JobContext, JobOutcome
@@ -53,6 +54,8 @@ METRIC_KEYS = (
     "threshold",
     "best_threshold_by_YoudenJ",
 )
+# Paired resamples behind the promotion gate's interval (both models, ~10 ms each on a CPU).
+PAIRED_RESAMPLES = 1000
 CONTENT_TYPES = {".png": "image/png", ".json": "application/json", ".csv": "text/csv"}
 
 
@@ -124,11 +127,18 @@ def run_train(ctx: JobContext) -> JobOutcome:
             plots_enabled=False,
         ).report
         ctx.check_cancelled()
+        paired = compare_runs(
+            load_eval_run(work / "eval-production"),
+            load_eval_run(work / "eval-candidate"),
+            n_boot=PAIRED_RESAMPLES,
+        )
         decision = promotion_gate(
             candidate_report,
             production_report,
             min_macro_f1_gain=settings.promotion_min_macro_f1_gain,
             max_sensitivity_drop=settings.promotion_max_sensitivity_drop,
+            paired_macro_f1=paired["metrics"].get("macro_f1"),
+            require_clear_gain=settings.promotion_require_clear_gain,
         )
         ctx.progress(0.95, {"stage": "registering"})
         artifacts = {
@@ -151,6 +161,10 @@ def run_train(ctx: JobContext) -> JobOutcome:
             "test": {key: candidate_report.get(key) for key in METRIC_KEYS},
             "production_on_same_test": {key: production_report.get(key) for key in METRIC_KEYS},
             "production_version": production_engine.version,
+            "paired_vs_production": {
+                "bootstrap": paired["bootstrap"],
+                "metrics": paired["metrics"],
+            },
             "calibration": result.calibration,
             "best_epoch": result.best_epoch,
             "val_macro_f1": result.best_macro_f1,

@@ -18,11 +18,16 @@ def promotion_gate(
     *,
     min_macro_f1_gain: float,
     max_sensitivity_drop: float,
+    paired_macro_f1: dict[str, Any] | None = None,
+    require_clear_gain: bool = False,
 ) -> GateDecision:
     """Compare held-out reports of the candidate and of production on *the same* images.
 
     Promote only if macro-F1 improves by at least ``min_macro_f1_gain`` and tumor sensitivity
     at each model's own operating threshold does not drop by more than ``max_sensitivity_drop``.
+    With ``require_clear_gain``, the paired-bootstrap interval of the macro-F1 gain
+    (``paired_macro_f1``, from :func:`brainmri.evaluation.metrics.paired_bootstrap`) must also
+    lie above zero: a fixed margin alone cannot know how noisy a small held-out split is.
     """
     if production is None:
         return GateDecision(True, "no production model to compare with")
@@ -41,11 +46,23 @@ def promotion_gate(
         return GateDecision(
             False, f"tumor sensitivity {sens_c:.4f} would drop below production's {sens_p:.4f}"
         )
+    interval = ""
+    if paired_macro_f1 is not None:
+        low, high = paired_macro_f1["ci"]
+        interval = f", 95% paired interval {low:+.4f} to {high:+.4f}"
+        if require_clear_gain and low <= 0:
+            return GateDecision(
+                False,
+                f"macro-F1 gain {gain:+.4f}{interval}: not clear of noise on this held-out split",
+            )
+    elif require_clear_gain:
+        return GateDecision(False, "no paired comparison to show the gain is clear of noise")
     sens = (
         f"; sensitivity {sens_c:.4f} vs {sens_p:.4f}"
         if sens_c is not None and sens_p is not None
         else ""
     )
     return GateDecision(
-        True, f"macro-F1 {f1_c:.4f} vs production {f1_p:.4f} (gain {gain:+.4f}){sens}"
+        True,
+        f"macro-F1 {f1_c:.4f} vs production {f1_p:.4f} (gain {gain:+.4f}{interval}){sens}",
     )

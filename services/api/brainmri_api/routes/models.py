@@ -51,6 +51,10 @@ def model_public(row: ModelVersion, current: ModelVersion | None) -> ModelPublic
         same_test = (row.metrics or {}).get("production_on_same_test")
         if same_test and (row.metrics or {}).get("production_version") == current.version:
             versus["production_on_same_test"] = same_test
+            # B - A with its paired 95% interval, what the promotion gate decided on.
+            paired = (row.metrics or {}).get("paired_vs_production")
+            if paired:
+                versus["paired_on_same_test"] = paired
     return ModelPublic(
         version=row.version,
         name=row.name,
