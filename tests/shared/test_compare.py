@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from brainmri.data.labels import CLASS_NAMES
+from brainmri.evaluation.compare import verdict
 from brainmri.evaluation.metrics import bootstrap_ci, paired_bootstrap
 
 
@@ -38,6 +39,7 @@ def test_a_model_that_fixes_errors_is_clearly_better() -> None:
     assert 0 < low < accuracy["diff"] < high
     assert accuracy["p_b_better"] == 1.0
     assert result["macro_f1"]["ci"][0] > 0
+    assert verdict(accuracy) == "B better"
     # The comparison is antisymmetric: swap the models and every difference changes sign.
     swapped = paired_bootstrap(
         y, probs_b, probs_a, CLASS_NAMES, threshold_a=0.5, threshold_b=0.5, n_boot=300
@@ -45,6 +47,7 @@ def test_a_model_that_fixes_errors_is_clearly_better() -> None:
     assert swapped["acc_multiclass"]["diff"] == pytest.approx(-accuracy["diff"])
     assert swapped["acc_multiclass"]["ci"] == pytest.approx((-high, -low))
     assert swapped["acc_multiclass"]["p_b_better"] == 0.0
+    assert verdict(swapped["acc_multiclass"]) == "A better"
 
 
 def test_identical_models_show_no_difference() -> None:
@@ -59,6 +62,7 @@ def test_identical_models_show_no_difference() -> None:
         assert metric["diff"] == 0.0
         assert metric["ci"] == (0.0, 0.0)
         assert metric["p_b_better"] == 0.0
+        assert verdict(metric) == "same on every resample"
 
 
 def test_pairing_is_narrower_than_two_separate_intervals() -> None:
@@ -100,6 +104,8 @@ def test_group_resampling_widens_the_interval_when_gains_are_clustered() -> None
     }
     assert width["group"] > 2 * width["image"]
     assert by_group["acc_multiclass"]["p_b_better"] < 1.0  # some resamples miss both series
+    assert verdict(by_image["acc_multiclass"]) == "B better"
+    assert verdict(by_group["acc_multiclass"]) == "no clear difference"
 
 
 def test_models_must_score_the_same_images() -> None:

@@ -241,6 +241,9 @@ def test_compare_two_eval_runs_of_the_same_images(
     assert "runs_not_comparable" in capsys.readouterr().err
     assert main(["compare", str(tmp_path / "plain"), str(tmp_path)]) == 2
     assert "not a `brainmri eval` output" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # argparse refuses too few resamples for an interval
+        main(["compare", str(tmp_path / "plain"), str(tmp_path / "tta"), "--bootstrap", "50"])
+    assert "at least 100 resamples" in capsys.readouterr().err
 
 
 def _small_config(**overrides: object):

@@ -29,7 +29,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("run_a", type=Path, metavar="RUN_A", help="eval folder of the baseline")
     parser.add_argument("run_b", type=Path, metavar="RUN_B", help="eval folder of the candidate")
-    parser.add_argument("--bootstrap", type=int, default=2000, metavar="N", help="resamples")
+    parser.add_argument(
+        "--bootstrap", type=_resample_count, default=2000, metavar="N", help="resamples (>= 100)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--bootstrap-by",
@@ -42,19 +44,29 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=run)
 
 
+def _resample_count(text: str) -> int:
+    value = int(text)
+    if value < 100:
+        raise argparse.ArgumentTypeError("a 95% interval needs at least 100 resamples")
+    return value
+
+
 def run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
     from brainmri.evaluation.compare import compare_runs, load_eval_run, verdict
     from brainmri.jsonutil import jsonable
 
-    if args.bootstrap < 100:
-        raise SystemExit("error: --bootstrap needs at least 100 resamples for a 95% interval")
-    result = compare_runs(
-        load_eval_run(args.run_a),
-        load_eval_run(args.run_b),
-        n_boot=args.bootstrap,
-        seed=args.seed,
-        bootstrap_by=args.bootstrap_by,
-    )
+    run_a, run_b = load_eval_run(args.run_a), load_eval_run(args.run_b)
+    with tqdm(total=args.bootstrap, desc="paired bootstrap", unit="resample", leave=False) as bar:
+        result = compare_runs(
+            run_a,
+            run_b,
+            n_boot=args.bootstrap,
+            seed=args.seed,
+            bootstrap_by=args.bootstrap_by,
+            on_progress=lambda done, _: bar.update(done - bar.n),
+        )
     a, b, boot = result["a"], result["b"], result["bootstrap"]
     print(f"A: {a['model_version']} (threshold {a['threshold']:.2f})")
     print(f"B: {b['model_version']} (threshold {b['threshold']:.2f})")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -78,6 +79,7 @@ def compare_runs(
     n_boot: int = 2000,
     seed: int = 0,
     bootstrap_by: Literal["group", "image"] = "group",
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
     """B against A on the images both scored (which must be all of them, with equal labels)."""
     if run_a.class_names != run_b.class_names:
@@ -111,6 +113,7 @@ def compare_runs(
         n_boot=n_boot,
         seed=seed,
         groups=groups if by_group else None,
+        on_progress=on_progress,
     )
     return {
         "n": len(paths),
@@ -137,6 +140,8 @@ def compare_runs(
 def verdict(diff: dict[str, Any]) -> str:
     """One word per metric: is B's advantage (or deficit) outside the 95% interval of noise?"""
     low, high = diff["ci"]
+    if low == high == 0:
+        return "same on every resample"
     if low > 0:
         return "B better"
     if high < 0:

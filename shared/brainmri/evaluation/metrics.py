@@ -253,6 +253,7 @@ def paired_bootstrap(
     n_boot: int = 2000,
     seed: int = 0,
     groups: Sequence[str] | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """How much better model B is than model A on the same images, with uncertainty.
 
@@ -267,7 +268,9 @@ def paired_bootstrap(
     full_a = headline_metrics(y_true, probs_a, class_names, threshold_a)
     full_b = headline_metrics(y_true, probs_b, class_names, threshold_b)
     diffs: dict[str, list[float]] = {key: [] for key in BOOTSTRAP_METRICS}
-    for idx in _resamples(len(y_true), n_boot, seed, groups):
+    for done, idx in enumerate(_resamples(len(y_true), n_boot, seed, groups), start=1):
+        if on_progress:
+            on_progress(done, n_boot)
         yt = y_true[idx]
         a = headline_metrics(yt, probs_a[idx], class_names, threshold_a)
         b = headline_metrics(yt, probs_b[idx], class_names, threshold_b)
