@@ -21,7 +21,7 @@ from typing import Any, Literal
 import numpy as np
 
 from brainmri.errors import BrainMRIError
-from brainmri.evaluation.metrics import paired_bootstrap
+from brainmri.evaluation.metrics import paired_bootstrap, resampling_groups
 from brainmri.evaluation.report import PREDICTIONS_FILE, REPORT_FILE
 
 
@@ -101,8 +101,7 @@ def compare_runs(
     y_true = np.array([class_names.index(run_a.rows[p][0]) for p in paths])
     probs_a = np.stack([run_a.rows[p][1] for p in paths])
     probs_b = np.stack([run_b.rows[p][1] for p in paths])
-    groups = [run_a.rows[p][2] for p in paths]
-    by_group = bootstrap_by == "group" and all(groups)
+    groups = resampling_groups([run_a.rows[p][2] for p in paths], bootstrap_by)
     metrics = paired_bootstrap(
         y_true,
         probs_a,
@@ -112,7 +111,7 @@ def compare_runs(
         threshold_b=run_b.threshold,
         n_boot=n_boot,
         seed=seed,
-        groups=groups if by_group else None,
+        groups=groups,
         on_progress=on_progress,
     )
     return {
@@ -130,8 +129,8 @@ def compare_runs(
         "bootstrap": {
             "resamples": n_boot,
             "seed": seed,
-            "unit": "group" if by_group else "image",
-            "units": len(set(groups)) if by_group else len(paths),
+            "unit": "group" if groups else "image",
+            "units": len(set(groups)) if groups else len(paths),
         },
         "metrics": metrics,
     }

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from itertools import pairwise
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from sklearn.metrics import (
@@ -202,6 +202,19 @@ def headline_metrics(
         "sensitivity": rates["sensitivity"],
         "specificity": rates["specificity"],
     }
+
+
+def resampling_groups(
+    groups: Sequence[str | None], bootstrap_by: Literal["group", "image"]
+) -> list[str] | None:
+    """The group ids a bootstrap should resample, or None to resample single images.
+
+    Groups are used only when asked for and when every image has one: a partly grouped set
+    would mix units, so it falls back to images (reports say which unit was used).
+    """
+    if bootstrap_by != "group" or not groups or not all(groups):
+        return None
+    return [str(group) for group in groups]
 
 
 def _resamples(

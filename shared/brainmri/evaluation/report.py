@@ -28,6 +28,7 @@ from brainmri.evaluation.metrics import (
     bootstrap_ci,
     classification_report,
     reliability_bins,
+    resampling_groups,
     threshold_sweep,
     tumor_probabilities,
 )
@@ -217,20 +218,14 @@ def _confidence_intervals(
 ) -> dict[str, Any]:
     """Bootstrap intervals over whole groups when every image has one (and groups are asked
     for), else over images; ``method`` says which, so reports stay comparable."""
-    groups = [item.group for item, _ in labelled]
-    by_group = bootstrap_by == "group" and all(group is not None for group in groups)
+    groups = resampling_groups([item.group for item, _ in labelled], bootstrap_by)
     intervals = bootstrap_ci(
-        y_true,
-        probs,
-        class_names,
-        threshold=threshold,
-        n_boot=n_boot,
-        groups=[str(group) for group in groups] if by_group else None,
+        y_true, probs, class_names, threshold=threshold, n_boot=n_boot, groups=groups
     )
-    unit = f"{len(set(groups))} near-duplicate groups" if by_group else f"{len(groups)} images"
+    unit = f"{len(set(groups))} near-duplicate groups" if groups else f"{len(labelled)} images"
     return {
         "method": f"percentile bootstrap over {unit}, {n_boot} resamples, 95%",
-        "unit": "group" if by_group else "image",
+        "unit": "group" if groups else "image",
         **{key: list(bounds) for key, bounds in intervals.items()},
     }
 

@@ -49,7 +49,7 @@ class WeightAverage:
 
     def state_dict(self) -> dict[str, object]:
         """For the resume checkpoint: the averaged weights and how many updates made them."""
-        return {"model": self.model.state_dict(), "updates": self.updates, "decay": self.decay}
+        return {"model": self.model.state_dict(), "updates": self.updates}
 
     def load_state_dict(self, state: dict[str, object]) -> None:
         self.model.load_state_dict(state["model"])  # type: ignore[arg-type]
