@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +24,13 @@ from brainmri.training.augment import AugmentConfig, build_train_transform
 from brainmri.training.ema import WeightAverage
 from brainmri.training.mixing import BatchMixer
 from brainmri.training.recipes import make_config
-from brainmri.training.trainer import Trainer, TrainHooks, TrainingCancelled
+from brainmri.training.trainer import (
+    Trainer,
+    TrainHooks,
+    TrainingCancelled,
+    WarmupCosine,
+    epochs_within_budget,
+)
 
 REPORT_KEYS = {
     "n",
@@ -485,3 +492,47 @@ def test_training_crops_show_the_slice_at_the_inference_scale(
         out = transform(cached)
         assert out.shape == (1, size, size)
         assert _bright_area(out) == pytest.approx(inference_area * expected_ratio, rel=0.04)
+
+
+def test_epochs_within_budget_arithmetic() -> None:
+    # 10 s spent in 2 epochs, the first 6 s (start-up): 4 s each from now on, padded 5%.
+    assert epochs_within_budget(2, 10.0, 6.0, 100, 60.0) == 2 + int(50 // 4.2)
+    # Only one epoch seen: it is the estimate, start-up and all.
+    assert epochs_within_budget(1, 6.0, 6.0, 100, 60.0) == 1 + int(54 // 6.3)
+    assert epochs_within_budget(2, 10.0, 6.0, 5, 600.0) == 5  # never more than planned
+    assert epochs_within_budget(7, 70.0, 10.0, 100, 60.0) == 7  # over budget: stop now
+    assert epochs_within_budget(1, 0.0, 0.0, 9, 60.0) == 9  # an instant epoch fits them all
+
+
+def test_warmup_cosine_can_be_shortened_and_ends_at_its_floor() -> None:
+    schedule = WarmupCosine(total_steps=100, warmup_steps=10, min_ratio=0.01)
+    assert schedule(0) == pytest.approx(0.1)
+    assert schedule(10) == pytest.approx(1.0)
+    assert schedule(100) == pytest.approx(0.01)
+    before = schedule(40)
+    schedule.total_steps = 50
+    assert schedule(40) < before
+    assert schedule(50) == pytest.approx(0.01)
+
+
+def test_time_budget_shortens_the_schedule_so_it_still_anneals(split: Path, tmp_path: Path) -> None:
+    """With --time_budget_minutes the run stops well before EPOCHS, at the end of a full
+    cosine (learning rate at its floor), and the shortened horizon is in the resume state."""
+    train, val = read_manifest(split / "train.csv"), read_manifest(split / "val.csv")
+    out = tmp_path / "budget"
+    # Each epoch is made to take at least 1.5 s, so a 9 s budget cannot hold 40 epochs.
+    hooks = TrainHooks(on_epoch=lambda report: time.sleep(1.5))
+    config = _small_config(epochs=40, use_mixup=False, warmup_epochs=0.0, time_budget_minutes=0.15)
+    result = Trainer(config, train, val, out, progress=False, hooks=hooks).run()
+    assert 1 <= result.epochs_run < 40
+    assert [row["epoch"] for row in result.history] == list(range(1, result.epochs_run + 1))
+    assert result.history[-1]["epochs"] == result.epochs_run  # reports show the fitted horizon
+    assert result.history[-1]["lr"] == pytest.approx(config.lr * config.min_lr_ratio)
+    assert sum(row["seconds"] for row in result.history) < 0.15 * 60 * 1.5
+    last = torch.load(out / "checkpoints" / "last.pt", map_location="cpu", weights_only=True)
+    steps_per_epoch = -(-len(train) // config.batch_size)
+    assert last["state"]["planned_epochs"] == result.epochs_run
+    assert last["scheduler"]["lr_lambdas"][0]["total_steps"] == result.epochs_run * steps_per_epoch
+    bundle = load_bundle(result.bundle_dir)
+    assert bundle.metadata.provenance["epochs_run"] == result.epochs_run
+    assert bundle.metadata.provenance["config"]["time_budget_minutes"] == 0.15

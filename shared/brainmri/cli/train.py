@@ -62,6 +62,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_flag(optim, "early_stop_patience", type=int, default=None, help="0 disables")
     add_flag(
         optim,
+        "time_budget_minutes",
+        type=float,
+        default=None,
+        help="wall-clock limit for the epoch loop: EPOCHS becomes the most the run may do, and "
+        "the cosine schedule is shortened after the first epochs so that it ends annealed "
+        "inside the limit (0, the default, disables)",
+    )
+    add_flag(
+        optim,
         "precision",
         choices=("auto", "fp32", "bf16"),
         default=None,
@@ -128,6 +137,7 @@ def run(args: argparse.Namespace) -> int:
         "warmup_epochs",
         "grad_clip",
         "early_stop_patience",
+        "time_budget_minutes",
         "precision",
         "device",
         "seed",

@@ -148,14 +148,46 @@ def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]
     ]
 
 
-def _lr_lambda(total_steps: int, warmup_steps: int, min_ratio: float) -> Callable[[int], float]:
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / max(1, warmup_steps)
-        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-        return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+class WarmupCosine:
+    """Learning-rate factor per optimiser step: linear warm-up, then cosine decay to
+    ``min_ratio`` at ``total_steps``.
 
-    return factor
+    A callable object rather than a closure so that ``LambdaLR.state_dict`` saves its fields:
+    a time budget can shorten ``total_steps`` mid-run, and resume must restore that horizon.
+    """
+
+    def __init__(self, total_steps: int, warmup_steps: int, min_ratio: float) -> None:
+        self.total_steps = total_steps
+        self.warmup_steps = warmup_steps
+        self.min_ratio = min_ratio
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup_steps:
+            return (step + 1) / max(1, self.warmup_steps)
+        progress = (step - self.warmup_steps) / max(1, self.total_steps - self.warmup_steps)
+        cosine = 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+        return self.min_ratio + (1.0 - self.min_ratio) * cosine
+
+
+def epochs_within_budget(
+    done: int,
+    spent_s: float,
+    first_epoch_s: float,
+    planned: int,
+    budget_s: float,
+    margin: float = 1.05,
+) -> int:
+    """How many epochs in all fit into ``budget_s`` seconds, given ``done`` epochs took
+    ``spent_s``.
+
+    The first epoch carries one-off costs (worker start-up, cuDNN autotuning, warm caches), so
+    once two or more have run it is left out of the per-epoch estimate; ``margin`` pads the
+    estimate for jitter. Never more than ``planned`` and never fewer than ``done``.
+    """
+    per_epoch = (spent_s - first_epoch_s) / (done - 1) if done >= 2 else spent_s
+    per_epoch = max(per_epoch, 1e-6) * margin
+    affordable = done + int(max(0.0, budget_s - spent_s) // per_epoch)
+    return max(done, min(planned, affordable))
 
 
 def _class_weights(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -286,12 +318,10 @@ class Trainer:
         loader = self._train_loader(train_cache, device)
         steps_per_epoch = max(1, len(loader))
         total_steps = steps_per_epoch * config.epochs
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer,
-            _lr_lambda(
-                total_steps, int(config.warmup_epochs * steps_per_epoch), config.min_lr_ratio
-            ),
+        schedule = WarmupCosine(
+            total_steps, int(config.warmup_epochs * steps_per_epoch), config.min_lr_ratio
         )
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
         scaler = torch.amp.GradScaler(device.type, enabled=amp is torch.float16)
         weights = (
             _class_weights(train_cache.labels, len(self.class_names)).to(device)
@@ -314,12 +344,21 @@ class Trainer:
             "best_epoch": 0,
             "stale": 0,
             "history": [],
+            "planned_epochs": config.epochs,  # lowered by a time budget
+            "loop_seconds": 0.0,  # wall time of the finished epochs (budget accounting)
+            "first_epoch_seconds": 0.0,
         }
         if resume is not None:
             state = self._load_checkpoint(resume, model, optimizer, scheduler, mixer, ema)
+            state.setdefault("planned_epochs", config.epochs)
+            state.setdefault("loop_seconds", 0.0)
+            state.setdefault("first_epoch_seconds", 0.0)
             log.info("resumed from %s at epoch %d", resume, state["epoch"])
+        self._planned_epochs = state["planned_epochs"]
+        loop_started = time.perf_counter() - state["loop_seconds"]
 
-        for epoch in range(state["epoch"] + 1, config.epochs + 1):
+        while state["epoch"] < state["planned_epochs"]:
+            epoch = state["epoch"] + 1
             epoch_started = time.perf_counter()
             train_loss = self._train_epoch(
                 model, loader, optimizer, scheduler, scaler, mixer, weights, device, amp, epoch, ema
@@ -353,7 +392,7 @@ class Trainer:
                 state["stale"] += 1
             epoch_report = EpochReport(
                 epoch=epoch,
-                epochs=config.epochs,
+                epochs=state["planned_epochs"],
                 train_loss=train_loss,
                 val_loss=val_loss,
                 val_acc=report["acc_multiclass"],
@@ -365,6 +404,7 @@ class Trainer:
             )
             state["history"].append(epoch_report.as_dict())
             state["epoch"] = epoch
+            self._fit_time_budget(state, loop_started, epoch_started, schedule, steps_per_epoch)
             self._save_checkpoint(
                 checkpoints / "last.pt", model, optimizer, scheduler, mixer, state, ema
             )
@@ -399,6 +439,40 @@ class Trainer:
             seconds=time.perf_counter() - started,
             failures=train_cache.failures + select_cache.failures + calib_cache.failures,
         )
+
+    def _fit_time_budget(
+        self,
+        state: dict[str, Any],
+        loop_started: float,
+        epoch_started: float,
+        schedule: WarmupCosine,
+        steps_per_epoch: int,
+    ) -> None:
+        """Account the epoch's wall time and, under a time budget, shorten the schedule so
+        that the remaining epochs still end inside it (the cosine then anneals fully)."""
+        now = time.perf_counter()
+        state["loop_seconds"] = now - loop_started
+        if state["epoch"] == 1:
+            state["first_epoch_seconds"] = now - epoch_started
+        budget_s = self.config.time_budget_minutes * 60.0
+        if budget_s <= 0:
+            return
+        fitted = epochs_within_budget(
+            state["epoch"],
+            state["loop_seconds"],
+            state["first_epoch_seconds"],
+            state["planned_epochs"],
+            budget_s,
+        )
+        if fitted < state["planned_epochs"]:
+            self._say(
+                f"time budget {self.config.time_budget_minutes:g} min: {fitted} epochs in all "
+                f"instead of {state['planned_epochs']} ({state['loop_seconds'] / 60.0:.1f} min "
+                f"spent after epoch {state['epoch']}); the schedule now ends at epoch {fitted}"
+            )
+            state["planned_epochs"] = fitted
+            schedule.total_steps = fitted * steps_per_epoch
+            self._planned_epochs = fitted
 
     def _init_weights(self, model: nn.Module, source: Path) -> str:
         """Start from earlier weights: a bundle folder (sha256-verified) or a run folder's best
@@ -485,6 +559,8 @@ class Trainer:
             num_workers=workers,
             generator=self._loader_generator,
             persistent_workers=workers > 0,
+            # Page-locked batches copy to a GPU faster and without blocking the next step.
+            pin_memory=device.type == "cuda",
         )
 
     def _train_epoch(
@@ -506,7 +582,7 @@ class Trainer:
         channels_last = self.config.channels_last and device.type != "mps"
         bar = tqdm(
             loader,
-            desc=f"epoch {epoch}/{self.config.epochs}",
+            desc=f"epoch {epoch}/{self._planned_epochs}",
             unit="batch",
             disable=not self.progress,
             leave=False,
@@ -515,7 +591,8 @@ class Trainer:
             if self.hooks.should_stop and self.hooks.should_stop():
                 raise TrainingCancelled(f"training cancelled during epoch {epoch}")
             images, targets = mixer(images, labels)
-            images, targets = images.to(device), targets.to(device)
+            images = images.to(device, non_blocking=True)
+            targets = targets.to(device, non_blocking=True)
             if channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
@@ -706,6 +783,10 @@ class Trainer:
             f"val_macro_f1 {report.val_macro_f1:.4f} val_auc {auc} "
             f"({report.seconds:.0f}s){' *best*' if report.is_best else ''}"
         )
+        self._say(message)
+
+    def _say(self, message: str) -> None:
+        """A line for the person watching (above the progress bar) and for the log."""
         if self.progress:
             tqdm.write(message)
         log.info(message)
