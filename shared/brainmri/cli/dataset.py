@@ -39,6 +39,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add_flag(build, "workers", type=int, default=2, help="decoding threads")
     build.set_defaults(handler=run_build)
+    register_pack(commands)
 
 
 def run_build(args: argparse.Namespace) -> int:
@@ -57,4 +58,48 @@ def run_build(args: argparse.Namespace) -> int:
     if summary.unreadable:
         print(f"{len(summary.unreadable)} unreadable file(s), e.g. {summary.unreadable[0]}")
     print(f"wrote {args.out}/train.csv, val.csv, test.csv and summary.json")
+    return 0
+
+
+def register_pack(commands: argparse._SubParsersAction) -> None:
+    pack = commands.add_parser(
+        "pack",
+        epilog=EPILOG,
+        help="compact, relocatable JPEG copies of a manifest's images (for a remote GPU host)",
+        description="Letterbox and resize every image of MANIFEST once, with the project's own "
+        "geometry step, and save it as a grey JPEG under OUT, with OUT/<name>.csv (relative "
+        "paths) and OUT/pack.json. Pack training manifests at the trainer's cache size, "
+        "round(img_size * 1.15) (258 for 224), and validation/test manifests at img_size: "
+        "the trainer then rebuilds its caches without resampling twice.",
+    )
+    pack.add_argument("manifest", type=Path, help="a builder CSV (train.csv, val.csv, ...)")
+    add_flag(pack, "out", type=Path, required=True, help="pack folder (created if missing)")
+    add_flag(pack, "size", type=int, required=True, help="square side of the packed images")
+    add_flag(pack, "quality", type=int, default=90, help="JPEG quality 1-100")
+    add_flag(pack, "resize", choices=("letterbox", "squash"), default="letterbox")
+    add_flag(pack, "workers", type=int, default=2, help="decoding threads")
+    pack.set_defaults(handler=run_pack)
+
+
+def run_pack(args: argparse.Namespace) -> int:
+    from brainmri.data.pack import pack_manifest
+
+    summary = pack_manifest(
+        args.manifest,
+        args.out,
+        size=args.size,
+        quality=args.quality,
+        resize=args.resize,
+        workers=args.workers,
+    )
+    counts = ", ".join(f"{name} {count}" for name, count in summary.counts.items())
+    print(
+        f"packed {summary.n} images ({counts}) at {summary.size} px, JPEG q{summary.quality}: "
+        f"{summary.bytes / 2**20:.1f} MiB in {args.out / summary.name}"
+    )
+    if summary.skipped:
+        print(f"{len(summary.skipped)} unreadable file(s) left out, e.g. {summary.skipped[0]}")
+    print(
+        f"source fingerprint {summary.source_fingerprint}; manifest {args.out}/{summary.name}.csv"
+    )
     return 0
