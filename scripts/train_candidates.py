@@ -22,7 +22,8 @@ whole split, then tumour-vs-no-tumour ROC AUC. The ranked bundles are packed int
 ``OUT/bundles.tar`` while they fit in ``--max-bundle-mib`` and split into parts of
 ``--part-mib``; reassemble with ``cat bundles.tar.part* | tar -x``.
 
-Usage (from the repository root, with the project importable)::
+Usage (from the repository root, with the project importable; `scripts/gpu/README.md` shows
+the whole procedure for a lent machine)::
 
     python scripts/train_candidates.py --plan PLAN.json --pack PACK --runs RUNS --out OUT
 """

@@ -457,6 +457,8 @@ class Trainer:
         budget_s = self.config.time_budget_minutes * 60.0
         if budget_s <= 0:
             return
+        if state["epoch"] == 1 and state["loop_seconds"] < budget_s:
+            return  # one-off start-up costs make the first epoch a pessimistic estimate
         fitted = epochs_within_budget(
             state["epoch"],
             state["loop_seconds"],

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Prepare one call of a lent GPU machine (this workplace's `device` tool): data pack, the
+# Python packages that machine lacks, the plan. Research/triage only - not a medical device.
+#
+#   scripts/gpu/prepare.sh            # build .gpu/ and .whl/ (both git-ignored via .git/info/exclude)
+#   ... run: command "bash scripts/gpu/remote.sh", carry [".gpu", ".whl"], timeout_s 590
+#   scripts/gpu/restore.sh            # put the default model back in the index
+#
+# Why each step (see scripts/gpu/README.md): the working tree that travels is capped at 64 MiB,
+# so the training data goes as a pack (letterboxed JPEGs at the trainer's cache size, about a
+# third of the originals' bytes) and the shipped default model (22 MB, not needed there) is
+# taken out of the index for the call; the machine has PyTorch but not pydantic, pydicom or
+# this project's timm pin, which travel as wheels.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+BIN=${BIN:-.venv/bin}
+SPLIT=${SPLIT:-runs/split-seed42}
+DATA=${DATA:-../shared/data/brain-tumor-mri}
+IMG=${IMG:-224}
+CACHE=$(python3 -c "print(round($IMG * 1.15))")
+
+for pattern in /.gpu/ /.whl/; do
+  grep -qxF "$pattern" .git/info/exclude 2>/dev/null || echo "$pattern" >> .git/info/exclude
+done
+if [ ! -f "$SPLIT/train.csv" ]; then
+  "$BIN/brainmri" dataset build --root "$DATA" --out "$SPLIT" --val-frac 0.15 --test-frac 0.15 --seed 42
+fi
+rm -rf .gpu && mkdir -p .gpu
+"$BIN/brainmri" dataset pack "$SPLIT/train.csv" --out .gpu/pack --size "$CACHE" --quality 85
+"$BIN/brainmri" dataset pack "$SPLIT/val.csv" --out .gpu/pack --size "$IMG" --quality 92
+cp scripts/gpu/plan-default-model.json .gpu/plan.json
+
+# The packages the GPU image lacks, at the versions this project's venv holds, for its Python 3.12.
+rm -rf .whl && mkdir -p .whl
+specs=$("$BIN/python" - <<'PY'
+from importlib.metadata import version
+names = ["pydantic", "pydantic_core", "pydantic-settings", "annotated-types", "typing-inspection",
+         "python-dotenv", "typing_extensions", "captum", "pydicom", "timm"]
+print(" ".join(f"{name}=={version(name)}" for name in names))
+PY
+)
+# shellcheck disable=SC2086
+"$BIN/python" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
+  --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
+  --platform manylinux2014_x86_64 -d .whl $specs
+
+model=shared/brainmri/assets/default_model/model.safetensors
+git rm -q --cached "$model" 2>/dev/null || true
+grep -qxF "/$model" .git/info/exclude || echo "/$model" >> .git/info/exclude
+
+bytes=$( (git ls-files; git ls-files --others --exclude-standard) | xargs -d '\n' du -cb 2>/dev/null | tail -1 | cut -f1)
+carried=$(du -sb .gpu .whl | awk '{s += $1} END {print s}')
+total=$((bytes + carried))
+echo "travels: $((total / 1048576)) MiB of 64 (tree $((bytes / 1048576)), .gpu + .whl $((carried / 1048576)))"
+[ "$total" -lt $((62 * 1048576)) ] || { echo "too large for one call" >&2; exit 1; }
+echo "ready; afterwards run scripts/gpu/restore.sh"
