@@ -497,13 +497,16 @@ def test_training_crops_show_the_slice_at_the_inference_scale(
 
 
 def test_epochs_within_budget_arithmetic() -> None:
-    # 10 s spent in 2 epochs, the first 6 s (start-up): 4 s each from now on, padded 5%.
-    assert epochs_within_budget(2, 10.0, 6.0, 100, 60.0) == 2 + int(50 // 4.2)
+    # 10 s in 2 epochs, the first 6 s (start-up): 4 s each from now on, padded 5%.
+    assert epochs_within_budget([6.0, 4.0], 100, 60.0) == 2 + int(50 // 4.2)
     # Only one epoch seen: it is the estimate, start-up and all.
-    assert epochs_within_budget(1, 6.0, 6.0, 100, 60.0) == 1 + int(54 // 6.3)
-    assert epochs_within_budget(2, 10.0, 6.0, 5, 600.0) == 5  # never more than planned
-    assert epochs_within_budget(7, 70.0, 10.0, 100, 60.0) == 7  # over budget: stop now
-    assert epochs_within_budget(1, 0.0, 0.0, 9, 60.0) == 9  # an instant epoch fits them all
+    assert epochs_within_budget([6.0], 100, 60.0) == 1 + int(54 // 6.3)
+    assert epochs_within_budget([6.0, 4.0], 5, 600.0) == 5  # never more than allowed
+    assert epochs_within_budget([10.0] * 7, 100, 60.0) == 7  # over budget: stop now
+    assert epochs_within_budget([0.0], 9, 60.0) == 9  # an instant epoch fits them all
+    assert epochs_within_budget([], 9, 60.0) == 9
+    # One epoch slowed to 40 s by another job: the time is spent, the estimate stays 4 s.
+    assert epochs_within_budget([6.0, 4.0, 40.0, 4.0], 100, 120.0) == 4 + int(66 // 4.2)
 
 
 def test_warmup_cosine_can_be_shortened_and_ends_at_its_floor() -> None:
@@ -543,3 +546,32 @@ def test_time_budget_shortens_the_schedule_so_it_still_anneals(
     bundle = load_bundle(result.bundle_dir)
     assert bundle.metadata.provenance["epochs_run"] == result.epochs_run
     assert bundle.metadata.provenance["config"]["time_budget_minutes"] == 5
+
+
+def test_time_budget_horizon_grows_back_after_a_slow_start(
+    split: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two slow epochs (another job on the machine) first shorten the schedule; once epochs
+    are fast again the horizon grows back, and the run still ends annealed inside budget."""
+    train, val = read_manifest(split / "train.csv"), read_manifest(split / "val.csv")
+    offset = [0.0]
+    fake_time = SimpleNamespace(perf_counter=lambda: time.perf_counter() + offset[0])
+    monkeypatch.setattr(trainer_module, "time", fake_time)
+
+    def clock(report) -> None:  # lands in the next epoch's wall time
+        offset[0] += 120.0 if report.epoch <= 2 else 30.0
+
+    config = _small_config(epochs=40, use_mixup=False, warmup_epochs=0.0, time_budget_minutes=10)
+    result = Trainer(
+        config, train, val, tmp_path / "grow", progress=False, hooks=TrainHooks(on_epoch=clock)
+    ).run()
+    horizons = [row["epochs"] for row in result.history]
+    assert horizons[2] < 40  # shortened after the slow epochs (a report shows the horizon
+    # its epoch ran under)
+    assert max(horizons[2:]) > min(horizons[2:]) and horizons[-1] == result.epochs_run  # grew
+    assert 8 <= result.epochs_run < 40
+    assert result.history[-1]["lr"] == pytest.approx(config.lr * config.min_lr_ratio)
+    last = torch.load(
+        tmp_path / "grow" / "checkpoints" / "last.pt", map_location="cpu", weights_only=True
+    )
+    assert sum(last["state"]["epoch_seconds"]) <= 600 + 30

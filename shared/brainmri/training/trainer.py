@@ -170,24 +170,25 @@ class WarmupCosine:
 
 
 def epochs_within_budget(
-    done: int,
-    spent_s: float,
-    first_epoch_s: float,
-    planned: int,
-    budget_s: float,
-    margin: float = 1.05,
+    durations: Sequence[float], most: int, budget_s: float, margin: float = 1.05
 ) -> int:
-    """How many epochs in all fit into ``budget_s`` seconds, given ``done`` epochs took
-    ``spent_s``.
+    """How many epochs in all fit into ``budget_s`` seconds, given the wall time each epoch so
+    far took (``durations``), never more than ``most`` nor fewer than those already run.
 
-    The first epoch carries one-off costs (worker start-up, cuDNN autotuning, warm caches), so
-    once two or more have run it is left out of the per-epoch estimate; ``margin`` pads the
-    estimate for jitter. Never more than ``planned`` and never fewer than ``done``.
+    The per-epoch estimate is the median of the last ten epochs after the first (the first
+    carries one-off costs: worker start-up, cuDNN autotuning, cold caches), so one epoch
+    slowed by another job on the machine does not cut the run short; the time it took is still
+    spent. ``margin`` pads the estimate for jitter.
     """
-    per_epoch = (spent_s - first_epoch_s) / (done - 1) if done >= 2 else spent_s
-    per_epoch = max(per_epoch, 1e-6) * margin
-    affordable = done + int(max(0.0, budget_s - spent_s) // per_epoch)
-    return max(done, min(planned, affordable))
+    done = len(durations)
+    if done == 0:
+        return most
+    steady = sorted(durations[1:][-10:] if done >= 2 else durations)
+    middle = len(steady) // 2
+    median = steady[middle] if len(steady) % 2 else (steady[middle - 1] + steady[middle]) / 2
+    per_epoch = max(median, 1e-6) * margin
+    affordable = done + int(max(0.0, budget_s - sum(durations)) // per_epoch)
+    return max(done, min(most, affordable))
 
 
 def _class_weights(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -344,18 +345,16 @@ class Trainer:
             "best_epoch": 0,
             "stale": 0,
             "history": [],
-            "planned_epochs": config.epochs,  # lowered by a time budget
-            "loop_seconds": 0.0,  # wall time of the finished epochs (budget accounting)
-            "first_epoch_seconds": 0.0,
+            "planned_epochs": config.epochs,  # fitted to a time budget when there is one
+            "epoch_seconds": [],  # wall time of each finished epoch, saves and hooks included
         }
         if resume is not None:
             state = self._load_checkpoint(resume, model, optimizer, scheduler, mixer, ema)
             state.setdefault("planned_epochs", config.epochs)
-            state.setdefault("loop_seconds", 0.0)
-            state.setdefault("first_epoch_seconds", 0.0)
+            state.setdefault("epoch_seconds", [])
             log.info("resumed from %s at epoch %d", resume, state["epoch"])
         self._planned_epochs = state["planned_epochs"]
-        loop_started = time.perf_counter() - state["loop_seconds"]
+        loop_started = time.perf_counter() - sum(state["epoch_seconds"])
 
         while state["epoch"] < state["planned_epochs"]:
             epoch = state["epoch"] + 1
@@ -404,7 +403,7 @@ class Trainer:
             )
             state["history"].append(epoch_report.as_dict())
             state["epoch"] = epoch
-            self._fit_time_budget(state, loop_started, epoch_started, schedule, steps_per_epoch)
+            self._fit_time_budget(state, loop_started, schedule, steps_per_epoch)
             self._save_checkpoint(
                 checkpoints / "last.pt", model, optimizer, scheduler, mixer, state, ema
             )
@@ -444,33 +443,30 @@ class Trainer:
         self,
         state: dict[str, Any],
         loop_started: float,
-        epoch_started: float,
         schedule: WarmupCosine,
         steps_per_epoch: int,
     ) -> None:
-        """Account the epoch's wall time and, under a time budget, shorten the schedule so
-        that the remaining epochs still end inside it (the cosine then anneals fully)."""
-        now = time.perf_counter()
-        state["loop_seconds"] = now - loop_started
-        if state["epoch"] == 1:
-            state["first_epoch_seconds"] = now - epoch_started
+        """Account the epoch's wall time and, under a time budget, re-fit the schedule's
+        horizon so that the remaining epochs end inside it with the cosine fully annealed.
+
+        The horizon shrinks as soon as the budget needs it. It grows back (up to ``epochs``)
+        only by two epochs or more, e.g. after a stretch slowed by another job, because a
+        longer horizon raises the current learning rate a little.
+        """
+        spent = time.perf_counter() - loop_started
+        state["epoch_seconds"].append(spent - sum(state["epoch_seconds"]))
         budget_s = self.config.time_budget_minutes * 60.0
         if budget_s <= 0:
             return
-        if state["epoch"] == 1 and state["loop_seconds"] < budget_s:
+        if state["epoch"] == 1 and spent < budget_s:
             return  # one-off start-up costs make the first epoch a pessimistic estimate
-        fitted = epochs_within_budget(
-            state["epoch"],
-            state["loop_seconds"],
-            state["first_epoch_seconds"],
-            state["planned_epochs"],
-            budget_s,
-        )
-        if fitted < state["planned_epochs"]:
+        fitted = epochs_within_budget(state["epoch_seconds"], self.config.epochs, budget_s)
+        planned = state["planned_epochs"]
+        if fitted < planned or fitted >= planned + 2:
             self._say(
                 f"time budget {self.config.time_budget_minutes:g} min: {fitted} epochs in all "
-                f"instead of {state['planned_epochs']} ({state['loop_seconds'] / 60.0:.1f} min "
-                f"spent after epoch {state['epoch']}); the schedule now ends at epoch {fitted}"
+                f"instead of {planned} ({spent / 60.0:.1f} min spent after epoch "
+                f"{state['epoch']}); the schedule now ends at epoch {fitted}"
             )
             state["planned_epochs"] = fitted
             schedule.total_steps = fitted * steps_per_epoch
