@@ -2,7 +2,7 @@
 # Prepare one call of a lent GPU machine (this workplace's `device` tool): data pack, the
 # Python packages that machine lacks, the plan. Research/triage only - not a medical device.
 #
-#   scripts/gpu/prepare.sh            # build .gpu/ and .whl/ (both git-ignored via .git/info/exclude)
+#   scripts/gpu/prepare.sh            # build .gpu/ and .whl/ (both in .gitignore)
 #   ... run: command "bash scripts/gpu/remote.sh", carry [".gpu", ".whl"], timeout_s 590
 #   scripts/gpu/restore.sh            # put the default model back in the index
 #
@@ -19,9 +19,6 @@ DATA=${DATA:-../shared/data/brain-tumor-mri}
 IMG=${IMG:-224}
 CACHE=$(python3 -c "print(round($IMG * 1.15))")
 
-for pattern in /.gpu/ /.whl/; do
-  grep -qxF "$pattern" .git/info/exclude 2>/dev/null || echo "$pattern" >> .git/info/exclude
-done
 if [ ! -f "$SPLIT/train.csv" ]; then
   "$BIN/brainmri" dataset build --root "$DATA" --out "$SPLIT" --val-frac 0.15 --test-frac 0.15 --seed 42
 fi
