@@ -76,6 +76,11 @@ class Candidate:
     post: dict[str, Any] = field(default_factory=dict)
 
     @property
+    def minutes(self) -> float:
+        """Wall time from start to exit (or until now, while it still runs)."""
+        return ((self.finished or time.monotonic()) - self.started) / 60
+
+    @property
     def log_path(self) -> Path:
         return self.run_dir.parent / f"{self.name}.log"
 
@@ -190,7 +195,7 @@ def write_outputs(
                 "name": c.name,
                 "args": c.args,
                 "returncode": c.returncode,
-                "minutes": round(((c.finished or time.monotonic()) - c.started) / 60, 2),
+                "minutes": round(c.minutes, 2),
                 **c.post,
             }
             for c in candidates
@@ -301,7 +306,6 @@ def main(argv: list[str] | None = None) -> int:
     print("\nname            rc  epochs best  val-F1  val-AUC  calib-F1  sens   spec   min")
     for c in candidates:
         p = c.post
-        minutes = ((c.finished or time.monotonic()) - c.started) / 60
         if "val_macro_f1" in p:
             cells = [
                 _cell(p["epochs_run"], "6d"),
@@ -312,9 +316,9 @@ def main(argv: list[str] | None = None) -> int:
                 _cell(p["val_sensitivity"], ".3f"),
                 _cell(p["val_specificity"], ".3f"),
             ]
-            print(f"{c.name:15s} {c.returncode!s:>3} {'  '.join(cells)}  {minutes:4.1f}")
+            print(f"{c.name:15s} {c.returncode!s:>3} {'  '.join(cells)}  {c.minutes:4.1f}")
         else:
-            print(f"{c.name:15s} {c.returncode!s:>3}  (no score: {p})  {minutes:4.1f}")
+            print(f"{c.name:15s} {c.returncode!s:>3}  (no score: {p})  {c.minutes:4.1f}")
     print(f"bundles sent back: {[c.name for c in chosen]}")
     return 0 if chosen else 1
 

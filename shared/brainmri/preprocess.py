@@ -83,6 +83,12 @@ def square_resize(
     return resized.clamp_(0.0, 1.0)
 
 
+def to_uint8(image: torch.Tensor) -> torch.Tensor:
+    """[0, 1] floats -> uint8, rounded. The training cache and data packs both store slices so,
+    which is what lets a pack made at the cache size reproduce the cache."""
+    return (image * 255.0 + 0.5).to(torch.uint8)
+
+
 def normalize(batch: torch.Tensor, config: PreprocessConfig) -> torch.Tensor:
     """Intensity step: (..., 1, S, S) in [0, 1] -> (..., in_chans, S, S) normalised."""
     normalised = (batch - config.mean) / config.std

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -520,8 +519,28 @@ def test_warmup_cosine_can_be_shortened_and_ends_at_its_floor() -> None:
     assert schedule(50) == pytest.approx(0.01)
 
 
+class FakeClock:
+    """The trainer's ``time.perf_counter``, plus whatever a test says has passed."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def advance(self, seconds: float) -> None:
+        self.offset += seconds
+
+    def perf_counter(self) -> float:
+        return time.perf_counter() + self.offset
+
+
+@pytest.fixture
+def trainer_clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
+    clock = FakeClock()
+    monkeypatch.setattr(trainer_module, "time", clock)
+    return clock
+
+
 def test_time_budget_shortens_the_schedule_so_it_still_anneals(
-    split: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    split: Path, tmp_path: Path, trainer_clock: FakeClock
 ) -> None:
     """With --time_budget_minutes the run stops well before EPOCHS, at the end of a full
     cosine (learning rate at its floor), and the shortened horizon is in the resume state."""
@@ -529,10 +548,7 @@ def test_time_budget_shortens_the_schedule_so_it_still_anneals(
     out = tmp_path / "budget"
     # The trainer's clock gains a minute per epoch: a 5-minute budget holds 5 epochs, not 40,
     # whatever the speed of the machine running the test.
-    offset = [0.0]
-    fake_time = SimpleNamespace(perf_counter=lambda: time.perf_counter() + offset[0])
-    monkeypatch.setattr(trainer_module, "time", fake_time)
-    hooks = TrainHooks(on_epoch=lambda report: offset.__setitem__(0, offset[0] + 60.0))
+    hooks = TrainHooks(on_epoch=lambda report: trainer_clock.advance(60.0))
     config = _small_config(epochs=40, use_mixup=False, warmup_epochs=0.0, time_budget_minutes=5)
     result = Trainer(config, train, val, out, progress=False, hooks=hooks).run()
     assert result.epochs_run == 5
@@ -549,17 +565,14 @@ def test_time_budget_shortens_the_schedule_so_it_still_anneals(
 
 
 def test_time_budget_horizon_grows_back_after_a_slow_start(
-    split: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    split: Path, tmp_path: Path, trainer_clock: FakeClock
 ) -> None:
     """Two slow epochs (another job on the machine) first shorten the schedule; once epochs
     are fast again the horizon grows back, and the run still ends annealed inside budget."""
     train, val = read_manifest(split / "train.csv"), read_manifest(split / "val.csv")
-    offset = [0.0]
-    fake_time = SimpleNamespace(perf_counter=lambda: time.perf_counter() + offset[0])
-    monkeypatch.setattr(trainer_module, "time", fake_time)
 
     def clock(report) -> None:  # lands in the next epoch's wall time
-        offset[0] += 120.0 if report.epoch <= 2 else 30.0
+        trainer_clock.advance(120.0 if report.epoch <= 2 else 30.0)
 
     config = _small_config(epochs=40, use_mixup=False, warmup_epochs=0.0, time_budget_minutes=10)
     result = Trainer(

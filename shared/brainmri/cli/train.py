@@ -66,8 +66,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=float,
         default=None,
         help="wall-clock limit for the epoch loop: EPOCHS becomes the most the run may do, and "
-        "the cosine schedule is shortened after the first epochs so that it ends annealed "
-        "inside the limit (0, the default, disables)",
+        "from the second epoch on the cosine schedule's length is re-fitted after every epoch "
+        "so that it ends annealed inside the limit (0, the default, disables)",
     )
     add_flag(
         optim,

@@ -34,13 +34,17 @@ def read_manifest(csv_path: Path) -> list[Sample]:
             label = _row_label(row)
             if label is None:
                 raise DatasetError(f"{csv_path}:{line}: no usable class_name/multiclass_label")
-            path = Path(row["path"])
-            if not path.is_absolute():
-                path = (csv_path.parent / path).resolve()
+            path = manifest_path(csv_path, row["path"])
             samples.append(Sample(path, label, row.get("group_id") or None))
     if not samples:
         raise DatasetError(f"{csv_path} lists no samples")
     return samples
+
+
+def manifest_path(csv_path: Path, value: str) -> Path:
+    """A manifest row's file: relative paths are resolved against the CSV's folder."""
+    path = Path(value)
+    return path if path.is_absolute() else (Path(csv_path).parent / path).resolve()
 
 
 def _row_label(row: dict[str, str]) -> str | None:

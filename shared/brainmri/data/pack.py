@@ -18,7 +18,6 @@ files, so a model trained on the pack can be traced to the original data).
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
 import logging
@@ -28,18 +27,17 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image
 from tqdm import tqdm
 
 from brainmri.concurrency import bounded_map
 from brainmri.data.builder import dataset_fingerprint
 from brainmri.data.labels import canonical_class
-from brainmri.errors import DatasetError, InputError
-from brainmri.imaging.decode import decode_image
-from brainmri.imaging.inputs import read_file_limited
+from brainmri.data.manifest import manifest_path
+from brainmri.errors import DatasetError
+from brainmri.imaging.inputs import read_raster_or_reason
 from brainmri.imaging.limits import InputLimits
-from brainmri.preprocess import PreprocessConfig, square_resize
+from brainmri.preprocess import PreprocessConfig, square_resize, to_uint8
 
 log = logging.getLogger(__name__)
 
@@ -65,9 +63,9 @@ class PackSummary:
         return sum(self.counts.values())
 
 
-def _encode(pixels: np.ndarray, size: int, preprocess: PreprocessConfig, quality: int) -> bytes:
-    square = square_resize(pixels, size, preprocess)[0]
-    grey = (square * 255.0 + 0.5).to(torch.uint8).numpy()
+def _encode(pixels: np.ndarray, preprocess: PreprocessConfig, quality: int) -> bytes:
+    """The trainer's cache step (square_resize, then to_uint8), saved as a grey JPEG."""
+    grey = to_uint8(square_resize(pixels, preprocess.img_size, preprocess)[0]).numpy()
     buffer = io.BytesIO()
     Image.fromarray(grey, "L").save(buffer, format="JPEG", quality=quality, optimize=True)
     return buffer.getvalue()
@@ -87,7 +85,7 @@ def pack_manifest(
     """Write ``out_dir/<manifest stem>.csv`` and its images; refuse to replace an existing pack.
 
     Rows whose file cannot be read are skipped and listed (as the trainer's own cache does),
-    never half-written: the images go to a staging folder that is renamed into place last.
+    never half-written: images and CSV are staged and renamed into place last.
     """
     manifest = Path(manifest)
     out_dir = Path(out_dir)
@@ -106,20 +104,16 @@ def pack_manifest(
     if "path" not in columns or not rows:
         raise DatasetError(f"{manifest} has no 'path' column or no rows")
     preprocess = PreprocessConfig(img_size=size, resize=resize)  # type: ignore[arg-type]
-    limits = limits or InputLimits()
 
     def load(row: dict[str, str]) -> tuple[bytes, str] | str:
-        path = Path(row["path"])
-        if not path.is_absolute():
-            path = (manifest.parent / path).resolve()
-        try:
-            data = read_file_limited(path, limits)
-            pixels = decode_image(data, limits).pixels
-        except (InputError, OSError) as exc:
-            return f"{path}: {exc}"
-        return _encode(pixels, size, preprocess, quality), hashlib.sha256(data).hexdigest()
+        outcome = read_raster_or_reason(manifest_path(manifest, row["path"]), limits)
+        if isinstance(outcome, str):
+            return outcome
+        pixels, sha256 = outcome
+        return _encode(pixels, preprocess, quality), sha256
 
     staging = out_dir / f".{name}.partial"
+    staged_table = out_dir / f".{name}.csv.partial"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     written: list[dict[str, str]] = []
@@ -151,14 +145,17 @@ def pack_manifest(
             counts[folder] += 1
             total_bytes += len(jpeg)
             pairs.append((sha, class_name))
+        with staged_table.open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=[*columns, "source_sha256"])
+            writer.writeheader()
+            writer.writerows(written)
         staging.rename(target)
+        staged_table.rename(table)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(target, ignore_errors=True)
+        staged_table.unlink(missing_ok=True)
         raise
-    with table.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=[*columns, "source_sha256"])
-        writer.writeheader()
-        writer.writerows(written)
     if skipped:
         log.warning("%d unreadable file(s) left out of the pack, e.g. %s", len(skipped), skipped[0])
     summary = PackSummary(

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
-from brainmri.errors import EmptyInputError, InputTooLargeError, UnsupportedFormatError
+from brainmri.errors import (
+    EmptyInputError,
+    InputError,
+    InputTooLargeError,
+    UnsupportedFormatError,
+)
 from brainmri.imaging.decode import InputFormat, decode_image, sniff_format
 from brainmri.imaging.dicom import SliceSelection, read_dicom_bytes, read_dicom_zip
 from brainmri.imaging.limits import InputLimits
@@ -78,6 +84,20 @@ def read_file_limited(path: Path, limits: InputLimits | None = None) -> bytes:
             f"{path.name} is {size} bytes; the limit is {limits.max_bytes}", code="file_too_large"
         )
     return path.read_bytes()
+
+
+def read_raster_or_reason(
+    path: Path, limits: InputLimits | None = None
+) -> tuple[np.ndarray, str] | str:
+    """A local PNG/JPEG/TIFF/BMP file's grey pixels and the sha256 of its bytes (what dataset
+    fingerprints are made of), or, when it cannot be read or decoded, why - as one line naming
+    the file. For bulk readers (training caches, data packs) that report bad files and go on."""
+    try:
+        data = read_file_limited(path, limits)
+        pixels = decode_image(data, limits or InputLimits()).pixels
+    except (InputError, OSError) as exc:
+        return f"{path}: {exc}"
+    return pixels, hashlib.sha256(data).hexdigest()
 
 
 def decode_path(

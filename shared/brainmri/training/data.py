@@ -12,7 +12,6 @@ so every image is decoded exactly once:
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -23,11 +22,16 @@ from tqdm import tqdm
 
 from brainmri.concurrency import bounded_map
 from brainmri.data.manifest import Sample
-from brainmri.errors import InputError
 from brainmri.imaging.decode import decode_image
-from brainmri.imaging.inputs import read_file_limited
+from brainmri.imaging.inputs import read_raster_or_reason
 from brainmri.imaging.limits import InputLimits
-from brainmri.preprocess import PreprocessConfig, normalize, preprocess_slice, square_resize
+from brainmri.preprocess import (
+    PreprocessConfig,
+    normalize,
+    preprocess_slice,
+    square_resize,
+    to_uint8,
+)
 
 log = logging.getLogger(__name__)
 
@@ -63,15 +67,12 @@ def build_cache(
     index = {name: i for i, name in enumerate(class_names)}
 
     def load(sample: Sample) -> tuple[torch.Tensor, str] | str:
-        try:
-            data = read_file_limited(sample.path, limits)
-            pixels = decode_image(data, limits).pixels
-        except (InputError, OSError) as exc:
-            return f"{sample.path}: {exc}"
+        outcome = read_raster_or_reason(sample.path, limits)
+        if isinstance(outcome, str):
+            return outcome
+        pixels, sha256 = outcome
         square = square_resize(pixels, size, preprocess)
-        if as_uint8:
-            square = (square * 255.0 + 0.5).to(torch.uint8)
-        return square, hashlib.sha256(data).hexdigest()
+        return (to_uint8(square) if as_uint8 else square), sha256
 
     images, labels, kept, hashes, failures = [], [], [], [], []
     outcomes = bounded_map(load, samples, workers, 64)

@@ -38,9 +38,9 @@ class TrainConfig:
     class_weighted: bool = True
     early_stop_patience: int = 6
     # Wall-clock minutes for the epoch loop; 0 = no limit. With a limit, ``epochs`` is the most
-    # the run may do: once the first epochs show how long one takes, the cosine schedule is
-    # shortened so that it still ends (annealed) inside the budget, instead of the run being
-    # cut off at a high learning rate by whoever holds the machine.
+    # the run may do: from the second epoch on, the cosine schedule's length is re-fitted to
+    # the measured epoch times so that it still ends (annealed) inside the budget, instead of
+    # the run being cut off at a high learning rate by whoever holds the machine.
     time_budget_minutes: float = 0.0
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     channels_last: bool = True

@@ -24,6 +24,7 @@ import logging
 import math
 import platform
 import random
+import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -183,10 +184,8 @@ def epochs_within_budget(
     done = len(durations)
     if done == 0:
         return most
-    steady = sorted(durations[1:][-10:] if done >= 2 else durations)
-    middle = len(steady) // 2
-    median = steady[middle] if len(steady) % 2 else (steady[middle - 1] + steady[middle]) / 2
-    per_epoch = max(median, 1e-6) * margin
+    steady = durations[1:][-10:] if done >= 2 else durations
+    per_epoch = max(statistics.median(steady), 1e-6) * margin
     affordable = done + int(max(0.0, budget_s - sum(durations)) // per_epoch)
     return max(done, min(most, affordable))
 
@@ -353,14 +352,24 @@ class Trainer:
             state.setdefault("planned_epochs", config.epochs)
             state.setdefault("epoch_seconds", [])
             log.info("resumed from %s at epoch %d", resume, state["epoch"])
-        self._planned_epochs = state["planned_epochs"]
         loop_started = time.perf_counter() - sum(state["epoch_seconds"])
 
         while state["epoch"] < state["planned_epochs"]:
             epoch = state["epoch"] + 1
             epoch_started = time.perf_counter()
             train_loss = self._train_epoch(
-                model, loader, optimizer, scheduler, scaler, mixer, weights, device, amp, epoch, ema
+                model,
+                loader,
+                optimizer,
+                scheduler,
+                scaler,
+                mixer,
+                weights,
+                device,
+                amp,
+                epoch,
+                state["planned_epochs"],
+                ema,
             )
             logits = predict_logits(
                 evaluated,
@@ -470,7 +479,6 @@ class Trainer:
             )
             state["planned_epochs"] = fitted
             schedule.total_steps = fitted * steps_per_epoch
-            self._planned_epochs = fitted
 
     def _init_weights(self, model: nn.Module, source: Path) -> str:
         """Start from earlier weights: a bundle folder (sha256-verified) or a run folder's best
@@ -573,6 +581,7 @@ class Trainer:
         device: torch.device,
         amp: torch.dtype | None,
         epoch: int,
+        epochs: int,
         ema: WeightAverage | None = None,
     ) -> float:
         model.train()
@@ -580,7 +589,7 @@ class Trainer:
         channels_last = self.config.channels_last and device.type != "mps"
         bar = tqdm(
             loader,
-            desc=f"epoch {epoch}/{self._planned_epochs}",
+            desc=f"epoch {epoch}/{epochs}",
             unit="batch",
             disable=not self.progress,
             leave=False,
