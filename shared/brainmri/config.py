@@ -161,6 +161,14 @@ class Settings(BaseSettings):
         14400, ge=1, description="Hard time limit (s) of an evaluate job."
     )
     train_time_limit: int = Field(172800, ge=1, description="Hard time limit (s) of a train job.")
+    train_budget_share: float = Field(
+        0.8,
+        gt=0,
+        le=0.95,
+        description="Share of the train time limit that a train job's epoch loop may use; the "
+        "rest is kept for download, evaluation and registration. A run that would not fit is "
+        "fitted to it (annealed early), not killed by the limit.",
+    )
     broker_visibility_timeout_seconds: int | None = Field(
         None,
         ge=1,
@@ -200,6 +208,12 @@ class Settings(BaseSettings):
     )
     retrain_recipe: Literal["simple", "strong"] = Field("simple", description="Scheduled recipe.")
     retrain_epochs: int | None = Field(None, ge=1, description="Epochs of scheduled retrains.")
+    retrain_time_budget_minutes: float | None = Field(
+        None,
+        gt=0,
+        description="Wall-clock minutes for the epoch loop of scheduled retrains (as "
+        "`brainmri train --time_budget_minutes`); unset: the train time limit's budget share.",
+    )
 
     @field_validator("data_dir")
     @classmethod
@@ -214,6 +228,17 @@ class Settings(BaseSettings):
                 raise ConfigurationError(
                     "BRAINMRI_S3_SECRET_KEY is a documented placeholder; set a real secret"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _retrain_budget_fits_the_time_limit(self) -> Settings:
+        budget = self.retrain_time_budget_minutes
+        if budget is not None and budget > self.train_budget_ceiling_minutes:
+            raise ConfigurationError(
+                f"BRAINMRI_RETRAIN_TIME_BUDGET_MINUTES={budget:g} exceeds the "
+                f"{self.train_budget_ceiling_minutes:g} minutes a train job may train "
+                "(BRAINMRI_TRAIN_TIME_LIMIT x BRAINMRI_TRAIN_BUDGET_SHARE)"
+            )
         return self
 
     # --- derived values -------------------------------------------------------------------
@@ -256,6 +281,11 @@ class Settings(BaseSettings):
         if self.broker_visibility_timeout_seconds is not None:
             return self.broker_visibility_timeout_seconds
         return max(self.predict_time_limit, self.evaluate_time_limit, self.train_time_limit) + 600
+
+    @property
+    def train_budget_ceiling_minutes(self) -> float:
+        """The longest epoch loop a train job may ask for: its share of the hard time limit."""
+        return self.train_time_limit * self.train_budget_share / 60.0
 
     @property
     def resolved_model_dir(self) -> Path:

@@ -15,8 +15,10 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from brainmri.config import Settings
 from brainmri.db.models import Job, ModelStage, ModelVersion
 from brainmri.db.session import session_scope
+from brainmri.errors import BrainMRIError, ConfigurationError
 from brainmri.jobs.celery_app import create_celery
 from brainmri.jobs.names import RETRAIN_CHECK_TASK
 from brainmri.phantom import FOLDER_NAMES, phantom_png
@@ -24,6 +26,7 @@ from brainmri.registry.gate import promotion_gate
 from brainmri.registry.versions import promote
 from brainmri_api.main import create_app
 from brainmri_trainer.schedule import beat_schedule, parse_cron
+from brainmri_trainer.train_job import loop_budget_minutes
 from tests.conftest import make_bundle
 from tests.infra import (
     S3Server,
@@ -104,6 +107,7 @@ def stack(
             "BRAINMRI_PROMOTION_MAX_SENSITIVITY_DROP": "0.5",
             "BRAINMRI_RETRAIN_DATASET": "s3://datasets/retrain/",
             "BRAINMRI_RETRAIN_EPOCHS": "1",
+            "BRAINMRI_RETRAIN_TIME_BUDGET_MINUTES": "30",
             "BRAINMRI_MODEL_CHECK_SECONDS": "0.2",
         },
     )
@@ -229,6 +233,59 @@ def test_cancel_stops_training_and_registers_nothing(stack: TrainerStack) -> Non
         )
 
 
+def test_time_budget_fits_the_run_and_is_capped_by_the_time_limit(stack: TrainerStack) -> None:
+    """A budgeted job ends its schedule early and still evaluates and registers a candidate;
+    a budget longer than the job's time limit allows is refused before anything is queued."""
+    budgeted = train(stack, epochs=200, time_budget_minutes=0.02, auto_promote=False)
+    assert budgeted["status"] == "succeeded", budgeted
+    result = budgeted["result"]
+    assert result["epochs_requested"] == 200
+    assert result["time_budget_minutes"] == pytest.approx(0.02)
+    assert 1 <= result["epochs_run"] < 200
+    assert result["model_version"] and result["stage"] == "candidate"
+
+    ceiling = stack.settings.train_budget_ceiling_minutes
+    jobs_before = stack.client.get("/v1/jobs", headers=ADMIN).json()["total"]
+    too_long = stack.client.post(
+        "/v1/jobs/train",
+        headers=ADMIN,
+        json={"dataset": "s3://datasets/train/", "time_budget_minutes": ceiling + 1},
+    )
+    assert too_long.status_code == 422, too_long.text
+    error = too_long.json()["error"]
+    assert error["code"] == "time_budget_too_long"
+    assert "BRAINMRI_TRAIN_TIME_LIMIT" in error["message"]
+    assert stack.client.get("/v1/jobs", headers=ADMIN).json()["total"] == jobs_before
+    negative = stack.client.post(
+        "/v1/jobs/train",
+        headers=ADMIN,
+        json={"dataset": "s3://datasets/train/", "time_budget_minutes": 0},
+    )
+    assert negative.status_code == 422
+    assert "time_budget_minutes" in negative.json()["error"]["message"]
+
+
+def test_loop_budget_is_the_request_within_what_the_time_limit_leaves() -> None:
+    settings = Settings(train_time_limit=3600, train_budget_share=0.5)  # 30 minutes to train
+    assert settings.train_budget_ceiling_minutes == 30
+    assert loop_budget_minutes(settings, 10, elapsed_s=60) == 10
+    assert loop_budget_minutes(settings, None, elapsed_s=60) == pytest.approx(29)
+    assert loop_budget_minutes(settings, 45, elapsed_s=300) == pytest.approx(25)
+    with pytest.raises(BrainMRIError) as caught:
+        loop_budget_minutes(settings, 10, elapsed_s=1801)
+    assert caught.value.code == "time_limit_exceeded"
+    assert "BRAINMRI_TRAIN_TIME_LIMIT" in str(caught.value)
+
+
+def test_a_retrain_budget_beyond_the_time_limit_is_refused_at_start() -> None:
+    with pytest.raises(ConfigurationError, match="BRAINMRI_RETRAIN_TIME_BUDGET_MINUTES=31"):
+        Settings(train_time_limit=3600, train_budget_share=0.5, retrain_time_budget_minutes=31)
+    assert (
+        Settings(train_time_limit=3600, retrain_time_budget_minutes=30).retrain_time_budget_minutes
+        == 30
+    )
+
+
 def _register_bundles(stack: TrainerStack, folder: Path, seeds: Sequence[int]) -> list[str]:
     """Register one small phantom bundle per seed as a candidate; returns their versions."""
     from brainmri.registry.versions import register_bundle
@@ -331,6 +388,23 @@ def _train_jobs(stack: TrainerStack) -> int:
         )
 
 
+def _latest_scheduled_job(stack: TrainerStack) -> dict:
+    """Status, params, result and error of the newest scheduler-owned train job."""
+    with session_scope(stack.settings.resolved_database_url) as session:
+        job = session.scalars(
+            select(Job)
+            .where(Job.kind == "train", Job.owner == "scheduler")
+            .order_by(Job.created_at.desc())
+        ).first()
+        assert job is not None
+        return {
+            "status": job.status,
+            "params": job.params,
+            "result": job.result,
+            "error": job.error,
+        }
+
+
 def _run_check(stack: TrainerStack) -> None:
     app = create_celery(stack.settings)
     before = time.monotonic()
@@ -358,6 +432,10 @@ def test_scheduled_retrain_runs_only_when_the_dataset_changes(
     start = _train_jobs(stack)
     _run_check(stack)
     assert _train_jobs(stack) == start + 1  # new data: a retrain job ran
+    scheduled = _latest_scheduled_job(stack)
+    assert scheduled["status"] == "succeeded", scheduled["error"]
+    assert scheduled["params"]["time_budget_minutes"] == 30  # the retrain budget setting
+    assert scheduled["result"]["time_budget_minutes"] == 30
     _run_check(stack)
     assert _train_jobs(stack) == start + 1  # unchanged: skipped
     data = phantom_png("glioma", seed=4242, size=64)

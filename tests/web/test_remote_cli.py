@@ -143,6 +143,10 @@ def test_models_list_and_admin_commands(stack: Stack) -> None:
     train = cli(stack, "submit", "train", "--dataset", "/etc", "--epochs", "1", "--img-size", "64")
     assert train.returncode == 2
     assert "path_not_allowed" in train.stderr and "allowed root" in train.stderr
+    # --time-budget-minutes reaches the server, which refuses more than its time limit allows.
+    budget = cli(stack, "submit", "train", "--dataset", "/etc", "--time-budget-minutes", "1e9")
+    assert budget.returncode == 2
+    assert "time_budget_too_long" in budget.stderr and "BRAINMRI_TRAIN_TIME_LIMIT" in budget.stderr
 
 
 def test_a_failed_job_makes_wait_exit_nonzero(stack: Stack) -> None:

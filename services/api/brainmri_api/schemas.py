@@ -91,6 +91,14 @@ class TrainRequest(BaseModel):
     label_smoothing: float | None = Field(None, ge=0, lt=1)
     use_mixup: bool | None = None
     seed: int | None = None
+    time_budget_minutes: float | None = Field(
+        None,
+        gt=0,
+        description="Wall-clock minutes for the epoch loop: `epochs` becomes the most it may "
+        "run, and the learning-rate schedule is fitted to end inside the budget. At most the "
+        "train time limit's budget share (`BRAINMRI_TRAIN_TIME_LIMIT` x "
+        "`BRAINMRI_TRAIN_BUDGET_SHARE`), which also applies when this is left out.",
+    )
     val_frac: float = Field(0.15, gt=0, lt=0.5)
     test_frac: float = Field(0.15, gt=0, lt=0.5)
     auto_promote: bool = Field(True, description="Promote if the gate in settings is passed.")

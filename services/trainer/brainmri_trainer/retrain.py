@@ -79,6 +79,7 @@ def check_and_retrain(settings: Settings, app: Celery) -> RetrainDecision:
             "dataset": source.uri,
             "recipe": settings.retrain_recipe,
             "epochs": settings.retrain_epochs,
+            "time_budget_minutes": settings.retrain_time_budget_minutes,
             "auto_promote": True,
             "scheduled": True,
         }

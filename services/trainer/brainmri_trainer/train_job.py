@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import logging
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
+from brainmri.config import Settings
 from brainmri.data.builder import build_dataset_from_items
 from brainmri.data.manifest import read_manifest
 from brainmri.data.materialize import fingerprint, list_dataset, materialize
 from brainmri.db.models import ModelStage
 from brainmri.db.session import session_scope
+from brainmri.errors import BrainMRIError
 from brainmri.evaluation.compare import compare_runs, load_eval_run
 from brainmri.evaluation.report import evaluate, items_from_samples
 from brainmri.inference.loader import engine_for_bundle
@@ -59,9 +62,29 @@ PAIRED_RESAMPLES = 1000
 CONTENT_TYPES = {".png": "image/png", ".json": "application/json", ".csv": "text/csv"}
 
 
+def loop_budget_minutes(settings: Settings, requested: float | None, elapsed_s: float) -> float:
+    """Wall-clock minutes the epoch loop may take: what the request asked for, never more than
+    what is left of the job's share of its hard time limit once the data is in.
+
+    Without this a run too long for the limit is killed by it mid-epoch, at a high learning
+    rate, and the job fails with nothing registered; with it the trainer fits its schedule to
+    the time there is and still ends annealed, evaluated and registered.
+    """
+    left = settings.train_budget_ceiling_minutes - elapsed_s / 60.0
+    if left <= 0:
+        raise BrainMRIError(
+            f"preparing the data took {elapsed_s / 60.0:.1f} min, the whole share of the train "
+            f"time limit the epoch loop may use ({settings.train_budget_ceiling_minutes:g} min); "
+            "raise BRAINMRI_TRAIN_TIME_LIMIT or BRAINMRI_TRAIN_BUDGET_SHARE",
+            code="time_limit_exceeded",
+        )
+    return min(requested, left) if requested else left
+
+
 def run_train(ctx: JobContext) -> JobOutcome:
     settings = ctx.settings
     params = ctx.params
+    started = time.monotonic()
     source = resolve_source(params["dataset"], settings)
     with tempfile.TemporaryDirectory(prefix="brainmri-train-") as tmp:
         work = Path(tmp)
@@ -85,11 +108,15 @@ def run_train(ctx: JobContext) -> JobOutcome:
             workers=settings.decode_workers,
             progress=False,
         )
+        budget = loop_budget_minutes(
+            settings, params.get("time_budget_minutes"), time.monotonic() - started
+        )
         config = make_config(
             params.get("recipe", "simple"),
             **{key: params.get(key) for key in TRAIN_OPTIONS},
             device=settings.device,
             decode_workers=settings.decode_workers,
+            time_budget_minutes=budget,
         )
         hooks = TrainHooks(
             on_epoch=lambda report: _epoch_progress(ctx, report),
@@ -187,7 +214,9 @@ def run_train(ctx: JobContext) -> JobOutcome:
             "test_metrics": metrics["test"],
             "production_metrics": metrics["production_on_same_test"],
             "production_version": production_engine.version,
+            "epochs_requested": config.epochs,
             "epochs_run": result.epochs_run,
+            "time_budget_minutes": round(budget, 3),
             "best_epoch": result.best_epoch,
             "training_seconds": round(result.seconds, 1),
             "source_fingerprint": source_fingerprint,

@@ -172,6 +172,14 @@ def _register_submit(sub: argparse._SubParsersAction, common: argparse.ArgumentP
         help="MixUp/CutMix (default: the recipe's choice)",
     )
     train.add_argument("--seed", type=int, default=None)
+    add_flag(
+        train,
+        "time_budget_minutes",
+        type=float,
+        default=None,
+        metavar="M",
+        help="wall-clock minutes for the epoch loop; --epochs becomes the most it may run",
+    )
     add_flag(train, "val_frac", type=float, default=None)
     add_flag(train, "test_frac", type=float, default=None)
     add_flag(train, "no_auto_promote", action="store_true", help="register but never auto-promote")
@@ -464,6 +472,7 @@ def run_submit_train(args: argparse.Namespace) -> int:
             "label_smoothing",
             "use_mixup",
             "seed",
+            "time_budget_minutes",
             "val_frac",
             "test_frac",
         )
