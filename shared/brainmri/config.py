@@ -84,7 +84,8 @@ class Settings(BaseSettings):
     inference_backend: InferenceBackendName = Field(
         "auto",
         description="`auto` (bf16 autocast on CUDA and AMX CPUs, else fp32), `eager` (fp32), "
-        "`bf16` (also ~1.9x faster than fp32 on AVX512-BF16 CPUs) or `onnx` (ONNX Runtime).",
+        "`bf16` (also ~1.9x faster than fp32 on AVX512-BF16 CPUs; refused on CPUs without "
+        "bf16 instructions, where it would be emulated and slower) or `onnx` (ONNX Runtime).",
     )
     inference_batch_size: int = Field(32, ge=1, le=1024, description="Images per forward pass.")
     decode_workers: int = Field(2, ge=1, le=64, description="Threads decoding images in parallel.")
