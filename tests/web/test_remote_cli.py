@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from brainmri.cli.main import main
+from brainmri.cli.remote import _job_summary
 from brainmri.phantom import phantom_png, write_phantom_dataset
 from brainmri.phantom_dicom import phantom_series, zip_series
 from tests.web.conftest import EVAL_IMAGES, Stack
@@ -202,3 +203,30 @@ def test_help_names_the_disclaimer_and_the_variables(
     text = " ".join(capsys.readouterr().out.split())
     assert "not a medical device" in text
     assert "BRAINMRI_URL" in text and "BRAINMRI_API_KEY" in text
+
+
+@pytest.mark.parametrize(
+    ("status", "detail", "expected"),
+    [
+        (
+            "running",
+            {"stage": "training", "epoch": 3, "epochs": 7, "val_macro_f1": 0.91234},
+            "(training, epoch 3/7, val macro-F1 0.912)",
+        ),
+        ("running", {"stage": "downloading", "done": 5, "total": 120}, "(downloading, 5/120)"),
+        ("running", {"done": 12, "total": 400}, "(12/400 images)"),
+        ("running", {"stage": "evaluating on the held-out split"}, "(evaluating on the held-out"),
+        ("queued", None, "queued  0%\n"),
+    ],
+)
+def test_jobs_show_says_where_a_running_job_is(status: str, detail: dict, expected: str) -> None:
+    job = {
+        "job_id": "j1",
+        "kind": "train",
+        "status": status,
+        "progress": 0.0,
+        "progress_detail": detail,
+        "created_at": None,
+        "finished_at": None,
+    }
+    assert expected in _job_summary(job)

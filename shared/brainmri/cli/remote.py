@@ -326,12 +326,12 @@ def _evaluate_summary(job: Job) -> str:
 
 def _job_summary(job: Job) -> str:
     """A job for people: one status line, then its result or error."""
-    detail = job.get("progress_detail") or {}
     line = f"job {job['job_id']}  {job['kind']}  {job['status']}"
     if job["status"] in ("queued", "running"):
         line += f"  {job['progress'] * 100:.0f}%"
-        if detail.get("total"):
-            line += f" ({detail.get('done', 0)}/{detail['total']} images)"
+        note = progress_note(job)
+        if note:
+            line += f" ({note})"
     lines = [line, f"  created {_when(job['created_at'])}  finished {_when(job['finished_at'])}"]
     if job.get("error"):
         error = job["error"] or {}
@@ -345,6 +345,22 @@ def _job_summary(job: Job) -> str:
             result = job["result"] or {}
             lines += [f"  {key}: {value}" for key, value in result.items() if _scalar(value)]
     return "\n".join(lines)
+
+
+def progress_note(job: Job) -> str:
+    """Where a running job is, from its progress detail: the stage, images or files done, and
+    for training the epoch (of the planned epochs, which a time budget may shorten) with its
+    validation macro-F1. Empty when the job reports nothing beyond its fraction."""
+    detail = job.get("progress_detail") or {}
+    parts = [str(detail["stage"])] if detail.get("stage") else []
+    if detail.get("epoch") and detail.get("epochs"):
+        parts.append(f"epoch {detail['epoch']}/{detail['epochs']}")
+        if detail.get("val_macro_f1") is not None:
+            parts.append(f"val macro-F1 {detail['val_macro_f1']:.3f}")
+    elif detail.get("total"):
+        unit = "" if detail.get("stage") else " images"
+        parts.append(f"{detail.get('done', 0)}/{detail['total']}{unit}")
+    return ", ".join(parts)
 
 
 def _scalar(value: Any) -> bool:
@@ -365,7 +381,8 @@ def _follow(client: BrainMRIClient, job_id: str, args: argparse.Namespace, label
 
     def on_progress(job: Job) -> None:
         bar.n = 100 if job["status"] == "succeeded" else round(job["progress"] * 100)
-        bar.set_postfix_str(job["status"], refresh=False)
+        note = progress_note(job) if job["status"] == "running" else ""
+        bar.set_postfix_str(f"{job['status']}: {note}" if note else job["status"], refresh=False)
         bar.refresh()
 
     try:
