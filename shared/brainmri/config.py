@@ -233,13 +233,11 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _retrain_budget_fits_the_time_limit(self) -> Settings:
-        budget = self.retrain_time_budget_minutes
-        if budget is not None and budget > self.train_budget_ceiling_minutes:
-            raise ConfigurationError(
-                f"BRAINMRI_RETRAIN_TIME_BUDGET_MINUTES={budget:g} exceeds the "
-                f"{self.train_budget_ceiling_minutes:g} minutes a train job may train "
-                "(BRAINMRI_TRAIN_TIME_LIMIT x BRAINMRI_TRAIN_BUDGET_SHARE)"
-            )
+        problem = self.train_budget_problem(
+            "BRAINMRI_RETRAIN_TIME_BUDGET_MINUTES", self.retrain_time_budget_minutes
+        )
+        if problem:
+            raise ConfigurationError(problem)
         return self
 
     # --- derived values -------------------------------------------------------------------
@@ -287,6 +285,16 @@ class Settings(BaseSettings):
     def train_budget_ceiling_minutes(self) -> float:
         """The longest epoch loop a train job may ask for: its share of the hard time limit."""
         return self.train_time_limit * self.train_budget_share / 60.0
+
+    def train_budget_problem(self, name: str, minutes: float | None) -> str | None:
+        """Why a requested epoch-loop budget cannot be had, or None when it fits. One rule for
+        the API's train requests and the scheduled-retrain setting; each raises its own error."""
+        if minutes is None or minutes <= self.train_budget_ceiling_minutes:
+            return None
+        return (
+            f"{name}={minutes:g} exceeds the {self.train_budget_ceiling_minutes:g} minutes a "
+            "train job may train (BRAINMRI_TRAIN_TIME_LIMIT x BRAINMRI_TRAIN_BUDGET_SHARE)"
+        )
 
     @property
     def resolved_model_dir(self) -> Path:

@@ -90,14 +90,11 @@ def create_evaluate_job(
 def create_train_job(state: StateDep, principal: AdminDep, request: TrainRequest) -> JobCreated:
     """Trains on the dataset's duplicate-aware split, evaluates the candidate against
     production on the same held-out images, registers it, and promotes it if the gate passes."""
-    ceiling = state.settings.train_budget_ceiling_minutes
-    if request.time_budget_minutes is not None and request.time_budget_minutes > ceiling:
-        raise InputError(
-            f"time_budget_minutes={request.time_budget_minutes:g} exceeds the {ceiling:g} "
-            "minutes a train job may train (BRAINMRI_TRAIN_TIME_LIMIT x "
-            "BRAINMRI_TRAIN_BUDGET_SHARE)",
-            code="time_budget_too_long",
-        )
+    problem = state.settings.train_budget_problem(
+        "time_budget_minutes", request.time_budget_minutes
+    )
+    if problem:
+        raise InputError(problem, code="time_budget_too_long")
     source = resolve_source(request.dataset, state.settings)
     params = request.model_dump()
     params["dataset"] = source.uri.rstrip("/") if source.uri.endswith(".csv/") else source.uri
