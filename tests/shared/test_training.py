@@ -295,6 +295,25 @@ def test_resume_continues_exactly(split: Path, tmp_path: Path, ema_decay: float)
         assert a["val_macro_f1"] == pytest.approx(b["val_macro_f1"], abs=1e-9)
 
 
+def test_training_log_gets_no_line_per_batch(
+    split: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With stderr going to a file (a worker's or trainer's log, CI), the epoch bar must not
+    redraw on every batch: its per-batch loss postfix used to force one, so a GPU run's log grew
+    by a line per batch (about 700 KB in seven minutes)."""
+    train, val = read_manifest(split / "train.csv"), read_manifest(split / "val.csv")
+    config = _small_config(epochs=2, batch_size=4)
+    Trainer(config, train, val, tmp_path / "logged", progress=True).run()
+    captured = capsys.readouterr()
+    err = captured.err
+    batches = -(-len(train) // 4)
+    assert batches >= 10
+    for epoch in (1, 2):
+        draws = err.count(f"epoch {epoch}/2:")
+        assert 1 <= draws <= 2, f"epoch {epoch}: {draws} redraws for {batches} batches"
+    assert "val_macro_f1" in captured.out  # the per-epoch summary line is still written
+
+
 def test_weight_average_is_what_is_validated_and_kept(split: Path, tmp_path: Path) -> None:
     """With --ema_decay the epoch's validation scores the averaged weights, and the best
     checkpoint (hence the bundle) holds them, not the raw weights of that step."""

@@ -52,13 +52,14 @@ def _resample_count(text: str) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     from brainmri.evaluation.compare import compare_runs, load_eval_run, verdict
     from brainmri.jsonutil import jsonable
+    from brainmri.progress import progress_bar
 
     run_a, run_b = load_eval_run(args.run_a), load_eval_run(args.run_b)
-    with tqdm(total=args.bootstrap, desc="paired bootstrap", unit="resample", leave=False) as bar:
+    with progress_bar(
+        total=args.bootstrap, desc="paired bootstrap", unit="resample", leave=False
+    ) as bar:
         result = compare_runs(
             run_a,
             run_b,

@@ -76,9 +76,9 @@ def run(args: argparse.Namespace) -> int:
         args.cam.mkdir(parents=True, exist_ok=True)
     outputs: list[dict[str, Any]] = []
     failed = False
-    from tqdm import tqdm
+    from brainmri.progress import progress_bar
 
-    for path in tqdm(args.files, desc="predict", unit="file", disable=not several):
+    for path in progress_bar(args.files, desc="predict", unit="file", disable=not several):
         entry: dict[str, Any] = {"file": str(path)}
         try:
             prepared = engine.prepare_source(path)

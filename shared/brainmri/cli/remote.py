@@ -17,8 +17,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
-
 from brainmri.cli.common import EPILOG, add_flag, fail, print_json
 from brainmri.client import (
     DEFAULT_URL,
@@ -29,6 +27,7 @@ from brainmri.client import (
     Job,
     job_failed,
 )
+from brainmri.progress import progress_bar
 
 EXIT_JOB_FAILED = 1
 EXIT_REFUSED = 2
@@ -369,7 +368,7 @@ def _scalar(value: Any) -> bool:
 
 def _follow(client: BrainMRIClient, job_id: str, args: argparse.Namespace, label: str) -> Job:
     """Wait for a job with a tqdm bar on stderr (stdout stays clean for --json)."""
-    bar = tqdm(
+    bar = progress_bar(
         total=100,
         desc=label,
         unit="%",
@@ -380,10 +379,10 @@ def _follow(client: BrainMRIClient, job_id: str, args: argparse.Namespace, label
     )
 
     def on_progress(job: Job) -> None:
-        bar.n = 100 if job["status"] == "succeeded" else round(job["progress"] * 100)
+        done = 100 if job["status"] == "succeeded" else round(job["progress"] * 100)
         note = progress_note(job) if job["status"] == "running" else ""
         bar.set_postfix_str(f"{job['status']}: {note}" if note else job["status"], refresh=False)
-        bar.refresh()
+        bar.update(done - bar.n)  # redraws as often as the bar's interval allows
 
     try:
         return client.wait(job_id, on_progress, timeout=getattr(args, "wait_timeout", None))

@@ -26,7 +26,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from brainmri.concurrency import bounded_map
 from brainmri.data.labels import CLASS_NAMES, binary_label, canonical_class
@@ -34,6 +33,7 @@ from brainmri.errors import DatasetError, InputError
 from brainmri.imaging.decode import decode_image
 from brainmri.imaging.inputs import read_file_limited
 from brainmri.imaging.limits import InputLimits
+from brainmri.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -164,7 +164,7 @@ def fingerprint_images(
 ) -> list[ImageRecord]:
     limits = limits or InputLimits()
     return list(
-        tqdm(
+        progress_bar(
             bounded_map(lambda item: _fingerprint_one(item, limits), items, workers, 64),
             total=len(items),
             desc="hash+thumbnail",

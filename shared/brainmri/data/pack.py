@@ -28,7 +28,6 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from tqdm import tqdm
 
 from brainmri.concurrency import bounded_map
 from brainmri.data.builder import dataset_fingerprint
@@ -38,6 +37,7 @@ from brainmri.errors import DatasetError
 from brainmri.imaging.inputs import read_raster_or_reason
 from brainmri.imaging.limits import InputLimits
 from brainmri.preprocess import PreprocessConfig, square_resize, to_uint8
+from brainmri.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +124,7 @@ def pack_manifest(
     try:
         outcomes = bounded_map(load, rows, workers, 64)
         for index, (row, outcome) in enumerate(
-            tqdm(
+            progress_bar(
                 zip(rows, outcomes, strict=True),
                 total=len(rows),
                 desc=f"pack {name}",

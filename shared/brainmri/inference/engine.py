@@ -22,7 +22,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from brainmri.concurrency import bounded_map
 from brainmri.devices import autocast_dtype, resolve_device
@@ -37,6 +36,7 @@ from brainmri.inference.results import Prediction, prediction_from_probs
 from brainmri.inference.tta import average_views, expand_views, validate_views
 from brainmri.models.bundle import ModelBundle
 from brainmri.preprocess import preprocess_slice
+from brainmri.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -194,7 +194,7 @@ class InferenceEngine:
         """Score many files or byte strings; input errors are returned in place, by index."""
         results: list[Prediction | InputError | None] = [None] * len(sources)
         pending: list[tuple[int, PreparedInput]] = []
-        bar = tqdm(total=len(sources), desc="predict", unit="img", disable=not progress)
+        bar = progress_bar(total=len(sources), desc="predict", unit="img", disable=not progress)
 
         def flush() -> None:
             predictions = self.predict_prepared([item for _, item in pending], tta=tta)

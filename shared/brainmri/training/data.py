@@ -18,7 +18,6 @@ from dataclasses import dataclass
 
 import torch
 from torch.utils.data import Dataset
-from tqdm import tqdm
 
 from brainmri.concurrency import bounded_map
 from brainmri.data.manifest import Sample
@@ -32,6 +31,7 @@ from brainmri.preprocess import (
     square_resize,
     to_uint8,
 )
+from brainmri.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ def build_cache(
 
     images, labels, kept, hashes, failures = [], [], [], [], []
     outcomes = bounded_map(load, samples, workers, 64)
-    for sample, outcome in tqdm(
+    for sample, outcome in progress_bar(
         zip(samples, outcomes, strict=True),
         total=len(samples),
         desc=desc,

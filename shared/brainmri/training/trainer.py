@@ -54,6 +54,7 @@ from brainmri.evaluation.metrics import (
 from brainmri.models.bundle import BundleMetadata, ModelBundle, default_bundle_dir, load_bundle
 from brainmri.models.factory import create_model
 from brainmri.preprocess import PreprocessConfig
+from brainmri.progress import progress_bar
 from brainmri.training.augment import build_post_normalize, build_train_transform
 from brainmri.training.data import EvalDataset, SliceCache, TrainDataset, build_cache
 from brainmri.training.ema import WeightAverage
@@ -587,7 +588,7 @@ class Trainer:
         model.train()
         total, count = 0.0, 0
         channels_last = self.config.channels_last and device.type != "mps"
-        bar = tqdm(
+        bar = progress_bar(
             loader,
             desc=f"epoch {epoch}/{epochs}",
             unit="batch",
@@ -617,7 +618,11 @@ class Trainer:
                 ema.update(model)
             total += float(loss.item()) * images.shape[0]
             count += images.shape[0]
-            bar.set_postfix(loss=f"{total / count:.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
+            bar.set_postfix(
+                loss=f"{total / count:.4f}",
+                lr=f"{scheduler.get_last_lr()[0]:.2e}",
+                refresh=False,
+            )
             if self.hooks.on_batch:
                 self.hooks.on_batch(step + 1, len(loader))
         bar.close()
