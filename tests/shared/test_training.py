@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -14,14 +15,20 @@ from safetensors.torch import load_file
 from brainmri.cli.main import build_parser, main
 from brainmri.data.builder import build_dataset
 from brainmri.data.manifest import read_manifest
-from brainmri.errors import BrainMRIError
+from brainmri.errors import BrainMRIError, ConfigurationError
 from brainmri.evaluation.metrics import classification_report
 from brainmri.evaluation.report import PLOT_FILES
 from brainmri.inference.engine import InferenceEngine
 from brainmri.models.bundle import load_bundle
 from brainmri.preprocess import PreprocessConfig, square_resize
 from brainmri.training import trainer as trainer_module
-from brainmri.training.augment import AugmentConfig, build_train_transform
+from brainmri.training.augment import (
+    LIGHT,
+    STRONG,
+    AugmentConfig,
+    RandomForegroundInversion,
+    build_train_transform,
+)
 from brainmri.training.ema import WeightAverage
 from brainmri.training.mixing import BatchMixer
 from brainmri.training.recipes import make_config
@@ -455,6 +462,35 @@ def test_cli_trains_with_a_weight_average(
     provenance = load_bundle(out / "model").metadata.provenance
     assert provenance["config"]["ema_decay"] == 0.95
     assert "--ema-decay 0.95" in provenance["command"]
+
+
+def test_foreground_inversion_inverts_the_head_and_keeps_the_air_dark() -> None:
+    image = torch.zeros(1, 64, 64)
+    image[:, 16:48, 16:48] = 0.3  # the head
+    image[:, 30:34, 30:34] = 0.9  # a bright lesion inside it
+    inverted = RandomForegroundInversion(1.0)(image)
+    assert float(inverted[:, :8, :8].abs().max()) == 0.0
+    assert torch.allclose(inverted[:, 20:44, 20:44], 1.0 - image[:, 20:44, 20:44])
+    assert float(inverted[0, 31, 31]) == pytest.approx(0.1)
+    assert torch.equal(RandomForegroundInversion(0.0)(image), image)
+
+
+def test_invert_prob_reaches_the_augmentation_and_is_checked(
+    split: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert make_config("simple").augment_config == LIGHT  # off unless asked for
+    assert make_config("strong", invert_prob=0.3).augment_config == replace(STRONG, invert_p=0.3)
+    transform = build_train_transform(make_config("simple", invert_prob=1.0).augment_config, 48)
+    assert any(isinstance(step, RandomForegroundInversion) for step in transform.transforms)
+    with pytest.raises(ConfigurationError, match="invert_prob must be between 0 and 1"):
+        make_config("simple", invert_prob=1.5)
+
+    out = tmp_path / "cli-invert"
+    argv = ["train", "--train-csv", str(split / "train.csv"), "--val-csv", str(split / "val.csv")]
+    argv += ["--out-dir", str(out), "--arch", "resnet10t", "--img-size", "48", "--epochs", "1"]
+    assert main([*argv, "--batch-size", "16", "--invert-prob", "0.5"]) == 0
+    capsys.readouterr()
+    assert load_bundle(out / "model").metadata.provenance["config"]["invert_prob"] == 0.5
 
 
 def test_fine_tune_from_a_bundle(trained: tuple[Path, object], split: Path, tmp_path: Path) -> None:

@@ -95,6 +95,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_flag(reg, "drop_rate", type=float, default=None)
     add_flag(
         reg,
+        "invert_prob",
+        type=float,
+        default=None,
+        help="share of training slices with the head intensity-inverted, so the MR sequence "
+        "(T1 vs T2) stops telling the class; 0 (default) is off",
+    )
+    add_flag(
+        reg,
         "ema_decay",
         type=float,
         default=None,
@@ -146,6 +154,7 @@ def run(args: argparse.Namespace) -> int:
         "use_mixup",
         "mix_prob",
         "drop_rate",
+        "invert_prob",
         "ema_decay",
         "threshold_policy",
         "num_workers",

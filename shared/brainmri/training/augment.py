@@ -33,6 +33,10 @@ class AugmentConfig:
     gamma: tuple[float, float] = (1.0, 1.0)
     blur_p: float = 0.0
     erase_p: float = 0.0
+    # Share of slices whose head (not the air around it) is intensity-inverted. In the public
+    # data the classes differ by MR sequence as well as pathology (no_tumor mostly T2/FLAIR,
+    # tumours T1; MODEL_CARD.md), and inversion roughly swaps the two looks (CSF dark <-> bright).
+    invert_p: float = 0.0
 
     def consistent_tta_views(self) -> list[str]:
         """TTA views this augmentation trained the model to expect."""
@@ -69,6 +73,28 @@ class RandomGamma(torch.nn.Module):
         return image.clamp(0.0, 1.0).pow(gamma)
 
 
+class RandomForegroundInversion(torch.nn.Module):
+    """With probability ``p``, map the head's intensities ``x -> 1 - x`` and leave the air at 0.
+
+    Inverting the whole slice would also turn the background white, a cue of its own that a
+    network learns at once; the head mask is where a 9x9 local mean exceeds ``level``, so dark
+    structures inside the head (CSF on T1, vessels) are inverted with it.
+    """
+
+    def __init__(self, p: float, level: float = 0.05) -> None:
+        super().__init__()
+        self.p, self.level = p, level
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        if float(torch.rand(())) >= self.p:
+            return image
+        local_mean = torch.nn.functional.avg_pool2d(
+            image.unsqueeze(0), kernel_size=9, stride=1, padding=4, count_include_pad=False
+        ).squeeze(0)
+        head = local_mean > self.level
+        return torch.where(head, 1.0 - image.clamp(0.0, 1.0), image)
+
+
 def build_train_transform(
     config: AugmentConfig, img_size: int
 ) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -84,6 +110,8 @@ def build_train_transform(
                 config.rotate_degrees, interpolation=v2.InterpolationMode.BILINEAR, fill=0.0
             )
         )
+    if config.invert_p > 0:
+        steps.append(RandomForegroundInversion(config.invert_p))
     if config.brightness or config.contrast:
         steps.append(v2.ColorJitter(brightness=config.brightness, contrast=config.contrast))
     if config.gamma != (1.0, 1.0):

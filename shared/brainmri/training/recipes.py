@@ -33,6 +33,9 @@ class TrainConfig:
     cutmix_alpha: float = 1.0
     augment: Literal["light", "strong"] = "light"
     drop_rate: float = 0.0
+    # Share of training slices whose head is intensity-inverted (RandomForegroundInversion):
+    # an attempt to stop the model reading the class from the MR sequence. 0 = off.
+    invert_prob: float = 0.0
     grad_clip: float = 2.0
     ema_decay: float = 0.0  # per-step decay of the weight average; 0 trains without one
     class_weighted: bool = True
@@ -64,7 +67,8 @@ class TrainConfig:
     def augment_config(self) -> AugmentConfig:
         from brainmri.training.augment import LIGHT, STRONG  # torchvision: import on use
 
-        return STRONG if self.augment == "strong" else LIGHT
+        base = STRONG if self.augment == "strong" else LIGHT
+        return replace(base, invert_p=self.invert_prob) if self.invert_prob else base
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -114,4 +118,8 @@ def make_config(recipe: str, **overrides: Any) -> TrainConfig:
     unknown = set(given) - {f.name for f in fields(TrainConfig)}
     if unknown:
         raise ConfigurationError(f"unknown training option(s): {sorted(unknown)}")
-    return replace(config, **given)
+    config = replace(config, **given)
+    for name in ("mix_prob", "invert_prob"):
+        if not 0.0 <= getattr(config, name) <= 1.0:
+            raise ConfigurationError(f"{name} must be between 0 and 1, got {getattr(config, name)}")
+    return config
