@@ -43,4 +43,7 @@ def progress_bar(
     stream = file if file is not None else sys.stderr
     if not is_terminal(stream) and "TQDM_MININTERVAL" not in os.environ:
         options.setdefault("mininterval", LOG_INTERVAL_S)
+        # tqdm's monitor thread otherwise forces a redraw 10 s (its default maxinterval) after
+        # each one on slow loops, which doubled the lines of a CPU training log.
+        options.setdefault("maxinterval", options["mininterval"])
     return tqdm(iterable, file=stream, **options)

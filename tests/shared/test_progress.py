@@ -27,6 +27,7 @@ def test_a_log_file_gets_a_redraw_every_interval_at_most() -> None:
     log = io.StringIO()
     bar = progress_bar(total=500, file=log, desc="work")
     assert bar.mininterval == LOG_INTERVAL_S
+    assert bar.maxinterval == LOG_INTERVAL_S  # no forced redraw from tqdm's monitor thread
     for step in range(500):
         bar.set_postfix(loss=f"{1 / (step + 1):.4f}", refresh=False)
         bar.update(1)
