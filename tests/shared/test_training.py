@@ -470,6 +470,12 @@ def test_foreground_inversion_inverts_the_head_and_keeps_the_air_dark() -> None:
     image[:, 30:34, 30:34] = 0.9  # a bright lesion inside it
     inverted = RandomForegroundInversion(1.0)(image)
     assert float(inverted[:, :8, :8].abs().max()) == 0.0
+    # no bright rim: the air right next to the head (1-4 px away) stays dark too
+    assert float(inverted[:, 12:16, 12:52].max()) == 0.0
+    assert float(inverted[:, 12:52, 48:52].max()) == 0.0
+    dark_hole = image.clone()
+    dark_hole[:, 24:28, 24:28] = 0.0  # e.g. CSF on T1, darker than the head level
+    assert float(RandomForegroundInversion(1.0)(dark_hole)[0, 25, 25]) == 1.0
     assert torch.allclose(inverted[:, 20:44, 20:44], 1.0 - image[:, 20:44, 20:44])
     assert float(inverted[0, 31, 31]) == pytest.approx(0.1)
     assert torch.equal(RandomForegroundInversion(0.0)(image), image)
