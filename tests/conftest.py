@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from brainmri.data.builder import build_dataset
 from brainmri.data.labels import CLASS_NAMES
 from brainmri.models.bundle import BundleMetadata, ModelBundle
 from brainmri.models.factory import create_model
@@ -82,6 +83,14 @@ def phantom_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("phantoms") / "data"
     write_phantom_dataset(root, per_class=48, size=96, seed=7)
     return root
+
+
+@pytest.fixture(scope="session")
+def phantom_split(phantom_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The builder's group-aware split of ``phantom_dataset`` (60/20/20); tests only read it."""
+    out = tmp_path_factory.mktemp("phantom-split")
+    build_dataset([phantom_dataset], out, val_frac=0.2, test_frac=0.2, seed=0, progress=False)
+    return out
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ import numpy as np
 import torch
 from PIL import Image
 
-from brainmri.data.builder import build_dataset
 from brainmri.data.manifest import read_manifest
 from tests.conftest import PROJECT_ROOT
 
@@ -18,10 +17,9 @@ SCRIPT = PROJECT_ROOT / "scripts" / "invert_slices.py"
 
 
 def test_copies_are_inverted_inside_the_head_and_keep_class_and_group(
-    phantom_dataset: Path, tmp_path: Path
+    phantom_split: Path, tmp_path: Path
 ) -> None:
-    split = tmp_path / "split"
-    build_dataset([phantom_dataset], split, val_frac=0.25, test_frac=0.1, seed=0, progress=False)
+    split = phantom_split
     out = tmp_path / "inverted"
     done = subprocess.run(
         [sys.executable, str(SCRIPT), str(split / "val.csv"), "--out", str(out)],

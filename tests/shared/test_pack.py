@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 
 from brainmri.cli.main import main
-from brainmri.data.builder import build_dataset, dataset_fingerprint
+from brainmri.data.builder import dataset_fingerprint
 from brainmri.data.manifest import read_manifest
 from brainmri.data.pack import pack_manifest
 from brainmri.errors import DatasetError
@@ -23,10 +23,8 @@ from brainmri.training.data import build_cache
 
 
 @pytest.fixture(scope="module")
-def split(phantom_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("pack-split")
-    build_dataset([phantom_dataset], out, val_frac=0.2, test_frac=0.2, seed=0, progress=False)
-    return out
+def split(phantom_split: Path) -> Path:
+    return phantom_split
 
 
 def _rows(path: Path) -> list[dict[str, str]]:

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from brainmri.data.builder import build_dataset
 from brainmri.data.pack import pack_manifest
 from brainmri.models.bundle import load_bundle
 from tests.conftest import PROJECT_ROOT
@@ -22,10 +21,9 @@ TINY += ["--early_stop_patience", "0", "--precision", "fp32", "--epochs", "2"]
 
 @pytest.mark.slow
 def test_candidates_are_trained_ranked_and_the_best_bundles_sent_back(
-    phantom_dataset: Path, tmp_path: Path
+    phantom_split: Path, tmp_path: Path
 ) -> None:
-    split = tmp_path / "split"
-    build_dataset([phantom_dataset], split, val_frac=0.25, test_frac=0.1, seed=0, progress=False)
+    split = phantom_split
     pack = tmp_path / "pack"
     pack_manifest(split / "train.csv", pack, size=55, progress=False)
     pack_manifest(split / "val.csv", pack, size=48, progress=False)

@@ -13,7 +13,6 @@ import torch
 from safetensors.torch import load_file
 
 from brainmri.cli.main import build_parser, main
-from brainmri.data.builder import build_dataset
 from brainmri.data.manifest import read_manifest
 from brainmri.errors import BrainMRIError, ConfigurationError
 from brainmri.evaluation.metrics import classification_report
@@ -61,10 +60,8 @@ REPORT_KEYS = {
 
 
 @pytest.fixture(scope="module")
-def split(phantom_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("split")
-    build_dataset([phantom_dataset], out, val_frac=0.2, test_frac=0.2, seed=0, progress=False)
-    return out
+def split(phantom_split: Path) -> Path:
+    return phantom_split
 
 
 @pytest.fixture(scope="module")
