@@ -215,6 +215,30 @@ def test_views_jobs_list_and_models(page, stack: Stack) -> None:  # type: ignore
     assert_banner(page)
 
 
+def test_status_line_says_where_a_job_is(page) -> None:  # type: ignore[no-untyped-def]
+    """The page's own status renderer, run in the browser: a train job shows its epoch of the
+    planned (budget-fitted) epochs and the validation macro-F1 it reached, as the CLI does."""
+    texts = page.evaluate(
+        """async () => {
+          const { renderStatus } = await import("/static/js/results.js");
+          const node = document.createElement("div");
+          const details = [
+            { stage: "training", epoch: 6, epochs: 11, val_macro_f1: 0.91234 },
+            { stage: "training", epoch: 1, epochs: 11 },
+            { done: 12, total: 400 },
+          ];
+          return details.map((detail) => {
+            renderStatus(node, { job_id: "0123abcd-ef", kind: "train", status: "running",
+                                 progress: 0.4, progress_detail: detail });
+            return node.textContent;
+          });
+        }"""
+    )
+    assert "(epoch 6 of 11, validation macro-F1 0.912)" in texts[0]
+    assert texts[1].endswith("(epoch 1 of 11)")
+    assert "(12 of 400 images)" in texts[2]
+
+
 def test_evaluation_report_shows_metrics_and_plots(page, stack: Stack) -> None:  # type: ignore[no-untyped-def]
     page.get_by_role("link", name="Evaluate").click()
     page.get_by_label("Data source", exact=False).fill(str(stack.eval_folder))

@@ -13,7 +13,7 @@ export function renderStatus(node, job) {
   if (job.status === "running" || job.status === "queued") {
     text += ` - ${fmtPercent(job.progress, 0)}`;
     if (detail.total) text += ` (${detail.done || 0} of ${detail.total} images)`;
-    else if (detail.epoch && detail.epochs) text += ` (epoch ${detail.epoch} of ${detail.epochs})`;
+    else if (detail.epoch && detail.epochs) text += ` (${trainingNote(detail)})`;
   }
   const bar = h("progress", {
     max: "1",
@@ -22,6 +22,16 @@ export function renderStatus(node, job) {
   });
   fill(node, h("span", { className: `status status-${job.status}` }, text), bar);
   node.dataset.status = job.status;
+}
+
+/** Where a train job is: the epoch of the planned epochs (fitted to the job's time budget,
+ * if it has one) and the validation macro-F1 that epoch reached, as the CLI shows it. */
+function trainingNote(detail) {
+  let note = `epoch ${detail.epoch} of ${detail.epochs}`;
+  if (typeof detail.val_macro_f1 === "number") {
+    note += `, validation macro-F1 ${fmtNumber(detail.val_macro_f1, 3)}`;
+  }
+  return note;
 }
 
 /** The job's error as a sentence, or "" when it has none. */
