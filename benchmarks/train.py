@@ -4,7 +4,7 @@ Each configuration runs real training steps - augmentation from the decoded cach
 class-weighted soft cross-entropy, AdamW, gradient clipping - on generated phantoms, and reports
 images per second after warm-up.
 
-    python benchmarks/train.py --arch resnet34 --img-size 224 --steps 6
+    python -m benchmarks.train --arch resnet34 --img-size 224 --steps 6
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import tempfile
 import time
 from pathlib import Path
 
@@ -20,14 +19,12 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from brainmri.data.labels import CLASS_NAMES
-from brainmri.data.manifest import Sample
+from benchmarks.phantom_cache import phantom_cache
 from brainmri.devices import bf16_supported
 from brainmri.models.factory import create_model
-from brainmri.phantom import FOLDER_NAMES, write_phantom_dataset
 from brainmri.preprocess import PreprocessConfig
 from brainmri.training.augment import build_post_normalize, build_train_transform
-from brainmri.training.data import TrainDataset, build_cache
+from brainmri.training.data import TrainDataset
 from brainmri.training.mixing import BatchMixer, soft_cross_entropy
 from brainmri.training.recipes import make_config
 
@@ -85,21 +82,7 @@ def main() -> None:
     args = parser.parse_args()
     config = make_config("strong", img_size=args.img_size)
     preprocess = PreprocessConfig(img_size=args.img_size)
-    with tempfile.TemporaryDirectory() as tmp:
-        write_phantom_dataset(Path(tmp), per_class=16, size=256, seed=1)
-        samples = [
-            Sample(p, name)
-            for name, folder in FOLDER_NAMES.items()
-            for p in sorted((Path(tmp) / folder).glob("*.png"))
-        ]
-        cache = build_cache(
-            samples,
-            CLASS_NAMES,
-            preprocess,
-            size=config.cache_size,
-            as_uint8=True,
-            progress=False,
-        )
+    cache = phantom_cache(preprocess, config.cache_size)
     augment = config.augment_config
     dataset = TrainDataset(
         cache,
