@@ -12,8 +12,6 @@ in one thread, as a loader worker does.
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -21,6 +19,7 @@ from pathlib import Path
 import torch
 
 from benchmarks.phantom_cache import phantom_cache
+from benchmarks.report import machine_label, print_table, write_results
 from brainmri.preprocess import PreprocessConfig
 from brainmri.training.augment import build_post_normalize, build_train_transform
 from brainmri.training.data import TrainDataset
@@ -59,16 +58,15 @@ def main() -> None:
             )
             rate = images_per_second(dataset, args.rounds)
             rows.append({"recipe": recipe, "invert_prob": invert_prob, "images_per_s": rate})
-    machine = f"{platform.processor() or platform.machine()}, 1 thread"
-    print(f"\naugmentation @ {args.img_size}, {machine}")
-    print("| recipe | invert_prob | images/s per thread |")
-    print("| --- | ---: | ---: |")
-    for row in rows:
-        print(f"| {row['recipe']} | {row['invert_prob']} | {row['images_per_s']:.0f} |")
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"augment-{args.img_size}.json").write_text(
-        json.dumps({"img_size": args.img_size, "machine": machine, "rows": rows}, indent=2)
-    )
+    machine = machine_label(1)
+    columns = [
+        ("recipe", "recipe", ""),
+        ("invert_prob", "invert_prob", "g"),
+        ("images/s per thread", "images_per_s", ".0f"),
+    ]
+    print_table(f"augmentation @ {args.img_size}, {machine}", columns, rows)
+    payload = {"img_size": args.img_size, "machine": machine, "rows": rows}
+    write_results(args.out, f"augment-{args.img_size}", payload)
 
 
 if __name__ == "__main__":

@@ -10,8 +10,6 @@ images per second after warm-up.
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import time
 from pathlib import Path
 
@@ -20,6 +18,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from benchmarks.phantom_cache import phantom_cache
+from benchmarks.report import machine_label, print_table, write_results
 from brainmri.devices import bf16_supported
 from brainmri.models.factory import create_model
 from brainmri.preprocess import PreprocessConfig
@@ -106,19 +105,16 @@ def main() -> None:
                     "images_per_s": rate,
                 }
             )
-    machine = f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
-    print(f"\nstrong recipe, {args.arch} @ {args.img_size}, batch {args.batch_size}, {machine}")
-    print("| precision | layout | train images/s |")
-    print("| --- | --- | --- |")
-    for row in rows:
-        print(f"| {row['precision']} | {row['layout']} | {row['images_per_s']:.1f} |")
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"train-{args.arch}-{args.img_size}.json").write_text(
-        json.dumps(
-            {"arch": args.arch, "img_size": args.img_size, "machine": machine, "rows": rows},
-            indent=2,
-        )
-    )
+    machine = machine_label(torch.get_num_threads())
+    columns = [
+        ("precision", "precision", ""),
+        ("layout", "layout", ""),
+        ("train images/s", "images_per_s", ".1f"),
+    ]
+    caption = f"strong recipe, {args.arch} @ {args.img_size}, batch {args.batch_size}, {machine}"
+    print_table(caption, columns, rows)
+    payload = {"arch": args.arch, "img_size": args.img_size, "machine": machine, "rows": rows}
+    write_results(args.out, f"train-{args.arch}-{args.img_size}", payload)
 
 
 if __name__ == "__main__":
