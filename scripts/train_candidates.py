@@ -60,6 +60,12 @@ SMALL_FILES = (
 )
 
 
+# Minutes a candidate needs beyond its epoch-loop budget: process and loader start-up, the first
+# epoch's one-off costs, calibration and the bundle. 0.8 was too little on an H200 (2026-12-04):
+# a run had finished training and written its bundle when the deadline stopped it, unscored.
+MIN_DEADLINE_SLACK_MINUTES = 1.25
+
+
 @dataclass
 class Candidate:
     """One training process and what became of it."""
@@ -255,6 +261,12 @@ def main(argv: list[str] | None = None) -> int:
     plan = json.loads(args.plan.read_text())
     budget = float(plan["time_budget_minutes"])
     deadline = args.deadline_minutes or budget + 3.0
+    if deadline < budget + MIN_DEADLINE_SLACK_MINUTES:
+        parser.error(
+            f"--deadline-minutes {deadline:g} leaves less than {MIN_DEADLINE_SLACK_MINUTES:g} min "
+            f"beyond the plan's {budget:g}-minute training budget for start-up, calibration and "
+            "writing the bundle; a run stopped there is lost"
+        )
     began = time.monotonic()
     candidates = [
         Candidate(c["name"], list(c["args"]), int(c.get("workers", 4)), args.runs / c["name"])

@@ -77,3 +77,19 @@ def test_candidates_are_trained_ranked_and_the_best_bundles_sent_back(
             assert f"{name}/{small}" in names
     assert "broken/train.log" in names  # the failure's log comes back too
     assert "bundles sent back" in done.stdout
+
+
+def test_a_deadline_too_close_to_the_budget_is_refused(tmp_path: Path) -> None:
+    """0.8 min of slack lost a finished run on a lent GPU; the driver now refuses it up front."""
+    plan = {"time_budget_minutes": 2.5, "candidates": [{"name": "x", "args": TINY}]}
+    (tmp_path / "plan.json").write_text(json.dumps(plan))
+    argv = [str(SCRIPT), "--plan", str(tmp_path / "plan.json"), "--pack", "p", "--device", "cpu"]
+    argv += ["--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "out")]
+    done = subprocess.run(
+        [sys.executable, *argv, "--deadline-minutes", "3.3"],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 2
+    assert "leaves less than 1.25 min beyond the plan's 2.5-minute training budget" in done.stderr
+    assert not (tmp_path / "runs").exists()
