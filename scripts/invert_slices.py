@@ -32,12 +32,11 @@ from PIL import Image
 from brainmri.data.manifest import read_manifest
 from brainmri.imaging.inputs import read_raster_or_reason
 from brainmri.progress import progress_bar
-from brainmri.training.augment import RandomForegroundInversion
+from brainmri.training.augment import invert_head
 
 
 def invert_manifest(manifest: Path, out: Path) -> tuple[int, list[str]]:
     """Write the inverted copies and ``out/manifest.csv``; returns (written, failures)."""
-    invert = RandomForegroundInversion(1.0)
     written, failures = 0, []
     out.mkdir(parents=True, exist_ok=True)
     with (out / "manifest.csv").open("w", newline="") as handle:
@@ -49,7 +48,7 @@ def invert_manifest(manifest: Path, out: Path) -> tuple[int, list[str]]:
                 failures.append(outcome)
                 continue
             pixels = torch.from_numpy(np.clip(outcome[0], 0.0, 1.0))[None]
-            inverted = invert(pixels)[0].numpy()
+            inverted = invert_head(pixels)[0].numpy()
             relative = Path(sample.class_name) / f"{index:05d}-{sample.path.stem}.png"
             (out / relative).parent.mkdir(parents=True, exist_ok=True)
             Image.fromarray(np.round(inverted * 255.0).astype(np.uint8)).save(out / relative)

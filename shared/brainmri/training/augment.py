@@ -93,11 +93,18 @@ def head_mask(image: torch.Tensor, level: float = 0.05) -> torch.Tensor:
     return torch.from_numpy(mask.astype(bool)).unsqueeze(0)
 
 
+def invert_head(image: torch.Tensor, level: float = 0.05) -> torch.Tensor:
+    """``x -> 1 - x`` inside :func:`head_mask`, the air left as it is: roughly swaps the T1 and
+    T2 looks of a slice (CSF dark or bright). The training augmentation and the shortcut probe
+    (``scripts/invert_slices.py``) both use it."""
+    return torch.where(head_mask(image, level), 1.0 - image.clamp(0.0, 1.0), image)
+
+
 class RandomForegroundInversion(torch.nn.Module):
     """With probability ``p``, map the head's intensities ``x -> 1 - x`` and leave the air at 0.
 
     Inverting the whole slice would also turn the background white, a cue of its own that a
-    network learns at once, so only :func:`head_mask` is inverted.
+    network learns at once, so only the head is inverted (:func:`invert_head`).
     """
 
     def __init__(self, p: float, level: float = 0.05) -> None:
@@ -107,7 +114,7 @@ class RandomForegroundInversion(torch.nn.Module):
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         if float(torch.rand(())) >= self.p:
             return image
-        return torch.where(head_mask(image, self.level), 1.0 - image.clamp(0.0, 1.0), image)
+        return invert_head(image, self.level)
 
 
 def build_train_transform(
