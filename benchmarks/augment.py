@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -49,7 +48,7 @@ def main() -> None:
     rows = []
     for recipe in ("simple", "strong"):
         for invert_prob in (0.0, 0.5):
-            augment = replace(make_config(recipe).augment_config, invert_p=invert_prob)
+            augment = make_config(recipe, invert_prob=invert_prob).augment_config
             dataset = TrainDataset(
                 cache,
                 preprocess,
