@@ -28,7 +28,7 @@ def test_copies_are_inverted_inside_the_head_and_keep_class_and_group(
         check=True,
     )
     originals = read_manifest(split / "val.csv")
-    copies = read_manifest(out / "manifest.csv")
+    copies = read_manifest(out / "val.csv")
     assert f"wrote {len(originals)} inverted slices" in done.stdout
     assert [(s.class_name, s.group_id) for s in copies] == [
         (s.class_name, s.group_id) for s in originals

@@ -35,7 +35,7 @@ def _rows(path: Path) -> list[dict[str, str]]:
 def test_pack_keeps_rows_labels_groups_and_source_hashes(split: Path, tmp_path: Path) -> None:
     summary = pack_manifest(split / "train.csv", tmp_path / "pack", size=74, progress=False)
     source, packed = _rows(split / "train.csv"), _rows(tmp_path / "pack" / "train.csv")
-    assert len(packed) == len(source) == summary.n
+    assert len(packed) == len(source) == summary.copies.n
     for original, copy in zip(source, packed, strict=True):
         for column in ("class_name", "multiclass_label", "binary_label", "group_id"):
             assert copy[column] == original[column]
@@ -51,7 +51,9 @@ def test_pack_keeps_rows_labels_groups_and_source_hashes(split: Path, tmp_path: 
     )
     index = json.loads((tmp_path / "pack" / "pack.json").read_text())
     assert (
-        index["manifests"]["train"]["source_fingerprint"] == expected == summary.source_fingerprint
+        index["manifests"]["train"]["source_fingerprint"]
+        == expected
+        == summary.copies.source_fingerprint
     )
     assert index["manifests"]["train"]["n"] == len(source)
 
@@ -93,8 +95,8 @@ def test_pack_refuses_to_replace_a_pack_and_skips_unreadable_files(
         writer.writeheader()
         writer.writerows([*rows, {**rows[0], "path": str(broken)}])
     summary = pack_manifest(manifest, tmp_path / "pack", size=64, progress=False)
-    assert summary.n == len(rows)
-    assert len(summary.skipped) == 1 and "broken.png" in summary.skipped[0]
+    assert summary.copies.n == len(rows)
+    assert len(summary.copies.skipped) == 1 and "broken.png" in summary.copies.skipped[0]
     assert len(_rows(tmp_path / "pack" / "val.csv")) == len(rows)
     with pytest.raises(DatasetError, match="already holds a pack"):
         pack_manifest(manifest, tmp_path / "pack", size=64, progress=False)

@@ -92,14 +92,13 @@ def run_pack(args: argparse.Namespace) -> int:
         resize=args.resize,
         workers=args.workers,
     )
-    counts = ", ".join(f"{name} {count}" for name, count in summary.counts.items())
+    copies = summary.copies
+    counts = ", ".join(f"{name} {count}" for name, count in copies.counts.items())
     print(
-        f"packed {summary.n} images ({counts}) at {summary.size} px, JPEG q{summary.quality}: "
-        f"{summary.bytes / 2**20:.1f} MiB in {args.out / summary.name}"
+        f"packed {copies.n} images ({counts}) at {summary.size} px, JPEG q{summary.quality}: "
+        f"{copies.bytes / 2**20:.1f} MiB in {args.out / copies.name}"
     )
-    if summary.skipped:
-        print(f"{len(summary.skipped)} unreadable file(s) left out, e.g. {summary.skipped[0]}")
-    print(
-        f"source fingerprint {summary.source_fingerprint}; manifest {args.out}/{summary.name}.csv"
-    )
+    if copies.skipped:
+        print(f"{len(copies.skipped)} unreadable file(s) left out, e.g. {copies.skipped[0]}")
+    print(f"source fingerprint {copies.source_fingerprint}; manifest {args.out}/{copies.name}.csv")
     return 0
