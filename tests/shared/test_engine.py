@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -166,3 +167,20 @@ def test_bounded_map_keeps_order_and_bounds_lookahead() -> None:
     first = next(results)
     assert pulled <= 5  # no more than the window was read ahead
     assert [first, *results] == [value * 2 for value in range(50)]
+
+
+def test_bounded_map_cancels_queued_work_when_a_call_fails() -> None:
+    started: list[int] = []
+
+    def square_but_fail_on_two(value: int) -> int:
+        started.append(value)
+        if value == 2:
+            raise ValueError("unreadable slice 2")
+        if value > 2:
+            time.sleep(0.2)  # slow enough that the failure is seen while 3 is still running
+        return value * value
+
+    results = bounded_map(square_but_fail_on_two, range(100), workers=1, window=64)
+    with pytest.raises(ValueError, match="unreadable slice 2"):
+        list(results)
+    assert len(started) <= 4  # 0, 1, the failure and at most one already running; none queued
