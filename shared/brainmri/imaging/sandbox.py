@@ -1,25 +1,48 @@
 """Untrusted decoding in child processes, with a time limit and a memory cap.
 
-Decoders are large C libraries fed by strangers. Running them in a small pool of ``spawn``ed
-processes means a pathological file can cost at most ``timeout`` seconds and ``memory_mb`` of
-address space, and a crash or hang takes down a disposable child - never the API process. On a
-timeout the pool is torn down and rebuilt.
+Decoders are large C libraries fed by strangers. Running them in a few ``spawn``ed processes
+means a pathological file can cost at most ``timeout`` seconds and ``memory_mb`` of address
+space, and a crash or hang takes down a disposable child - never the API process.
+
+Why one child per running decode rather than a ``multiprocessing.Pool``: a pool's only cure for
+a hung task is ``terminate()``, which also kills every other caller's decode, and its
+``get(timeout)`` starts counting while the task still waits in the pool's queue. Here each of the
+``processes`` slots owns one warm child, so
+
+* a caller waits for a free slot first (the slots are the concurrency bound) and only then
+  starts the clock: ``timeout`` is the decode's own run time, never time spent queueing behind
+  other uploads or waiting for a replacement child to import its decoders;
+* a timeout kills exactly the child that ran the hung decode and starts a replacement in its
+  slot; other callers' decodes run on untouched.
+
+Waiting for a slot has no separate limit: each slot frees within ``timeout`` (plus a child
+start), so the wait is bounded by queue depth, and the HTTP front end already bounds the
+request. A 422 for a decode that never started would blame the upload for the server's load.
 """
 
 from __future__ import annotations
 
 import logging
 import multiprocessing
+import queue
 import resource
+import signal
 import threading
 from collections.abc import Callable
-from multiprocessing.pool import Pool
+from multiprocessing.connection import Connection
+from multiprocessing.context import SpawnContext
+from multiprocessing.pool import ExceptionWithTraceback
+from multiprocessing.reduction import ForkingPickler
 from typing import Any, TypeVar
 
-from brainmri.errors import InputError, InputTooLargeError
+from brainmri.errors import InputError, InputTooLargeError, UndecodableImageError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+TASKS_PER_CHILD = 200  # recycle a child now and then: C decoders may leak or fragment memory
+START_TIMEOUT = 120.0  # importing the decoders is slow on a busy machine, but must not hang
+_READY = "ready"
 
 
 def _limit_memory(memory_mb: int) -> None:
@@ -29,51 +52,178 @@ def _limit_memory(memory_mb: int) -> None:
     import brainmri.imaging.ingest  # noqa: F401 - warm the decoders once per child
 
 
+def _serve(conn: Connection, memory_mb: int) -> None:
+    """Child main loop: one ``(fn, args)`` at a time, each answered ``(ok, value)``.
+
+    Ctrl-C goes to the whole process group; the parent decides when children stop, so the
+    child ignores it instead of printing a traceback mid-decode.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _limit_memory(memory_mb)
+    conn.send(_READY)
+    while True:
+        try:
+            fn, args = conn.recv()
+        except EOFError:
+            return  # the parent closed its end: sandbox closed or parent gone
+        try:
+            reply: tuple[bool, Any] = (True, fn(*args))
+        except Exception as exc:  # every failure, MemoryError included, belongs to the caller
+            reply = (False, ExceptionWithTraceback(exc, exc.__traceback__))
+        try:
+            conn.send(reply)
+        except OSError:
+            return
+        except Exception as exc:  # an unpicklable result must not end the loop
+            # send() pickles before it writes anything, so the pipe is still in step
+            conn.send((False, RuntimeError(f"decode result could not be sent back: {exc!r}")))
+
+
+class _Child:
+    """One warm decode process and the pipe to it; used by one caller at a time."""
+
+    def __init__(self, context: SpawnContext, memory_mb: int, generation: int) -> None:
+        self.conn, child_end = context.Pipe()
+        self.process = context.Process(
+            target=_serve, args=(child_end, memory_mb), name="brainmri-decode", daemon=True
+        )
+        self.process.start()
+        child_end.close()
+        self.generation = generation
+        self.ready = False
+        self.tasks = 0
+
+    def wait_ready(self) -> None:
+        """Block until the child has imported its decoders; that start-up is not decode time."""
+        if self.ready:
+            return
+        try:
+            if not self.conn.poll(START_TIMEOUT):
+                raise RuntimeError(f"decode child did not start within {START_TIMEOUT:.0f} s")
+            self.conn.recv()
+        except EOFError as exc:
+            self.process.join(timeout=5)
+            raise RuntimeError(
+                f"decode child died while starting (exit code {self.process.exitcode})"
+            ) from exc
+        self.ready = True
+
+    def stop(self) -> None:
+        self.process.kill()
+        self.process.join(timeout=10)
+        self.conn.close()
+
+
 class DecodeSandbox:
+    """Runs ``fn(*args)`` in one of ``processes`` warm children, killing only hung ones."""
+
     def __init__(self, *, processes: int = 2, timeout: float = 30.0, memory_mb: int = 2048) -> None:
         self.processes = processes
         self.timeout = timeout
         self.memory_mb = memory_mb
-        self._pool: Pool | None = None
+        self._context = multiprocessing.get_context("spawn")
         self._lock = threading.Lock()
-
-    def _get_pool(self) -> Pool:
-        with self._lock:
-            if self._pool is None:
-                context = multiprocessing.get_context("spawn")
-                self._pool = context.Pool(
-                    self.processes,
-                    initializer=_limit_memory,
-                    initargs=(self.memory_mb,),
-                    maxtasksperchild=200,
-                )
-            return self._pool
-
-    def _reset(self) -> None:
-        with self._lock:
-            if self._pool is not None:
-                self._pool.terminate()
-                self._pool = None
+        self._generation = 0  # bumped by close(): children of older generations are retired
+        # The slot queue is the semaphore: taking a slot is what lets a caller start a decode.
+        # A slot holds its warm child, or None until one is started.
+        self._slots: queue.Queue[_Child | None] = queue.Queue()
+        for _ in range(processes):
+            self._slots.put(None)
 
     def run(self, fn: Callable[..., T], *args: Any) -> T:
         """``fn(*args)`` in a child; input errors propagate, a timeout becomes 422."""
-        pending = self._get_pool().apply_async(fn, args)
+        request = ForkingPickler.dumps((fn, args))  # before taking a slot: may be large, or fail
+        child = self._slots.get()  # waits for a free slot; no clock runs yet
+        in_step = False  # becomes True once a whole request/reply exchange has completed
         try:
-            return pending.get(timeout=self.timeout)
-        except multiprocessing.TimeoutError as exc:
-            log.warning("decode took longer than %.0fs; sandbox restarted", self.timeout)
-            self._reset()
-            raise InputError(
-                f"decoding took longer than {self.timeout:.0f} s and was stopped",
-                code="decode_timeout",
-            ) from exc
-        except MemoryError as exc:
+            child = self._started(child)
+            child.wait_ready()
+            child.conn.send_bytes(request)
+            child.tasks += 1
+            if not child.conn.poll(self.timeout):  # the clock: this decode's own run time
+                log.warning("decode took longer than %.0fs; its child was killed", self.timeout)
+                raise InputError(
+                    f"decoding took longer than {self.timeout:.0f} s and was stopped",
+                    code="decode_timeout",
+                )
+            try:
+                ok, value = child.conn.recv()
+            except EOFError as exc:
+                child.process.join(timeout=5)
+                log.warning("decode child died (exit code %s)", child.process.exitcode)
+                raise UndecodableImageError(
+                    "the decoder crashed on this input", code="decode_crashed"
+                ) from exc
+            in_step = True
+        finally:
+            self._slots.put(self._hand_back(child, in_step))
+        if ok:
+            return value
+        if isinstance(value, MemoryError):
             raise InputTooLargeError(
                 "decoding needed more memory than allowed", code="decode_memory_limit"
-            ) from exc
+            ) from value
+        raise value
+
+    def _started(self, child: _Child | None) -> _Child:
+        if child is not None and child.process.is_alive():
+            return child
+        if child is not None:  # died while idle (OOM killer, an operator): replace it
+            child.stop()
+        return self._spawn()
+
+    def _spawn(self) -> _Child:
+        with self._lock:
+            generation = self._generation
+        return _Child(self._context, self.memory_mb, generation)
+
+    def _hand_back(self, child: _Child | None, in_step: bool) -> _Child | None:
+        """What goes back into the slot: the same child, a fresh one, or None.
+
+        A child whose pipe is out of step (timeout, crash, an interrupted exchange) is killed;
+        only it - other slots are never touched. Its replacement is started right away, so it
+        imports its decoders while the slot is idle rather than while a caller waits.
+        """
+        if child is None:
+            return None
+        with self._lock:
+            current = child.generation == self._generation
+        if in_step and current and child.tasks < TASKS_PER_CHILD:
+            return child
+        child.stop()
+        if not current:
+            return None  # closed meanwhile: started again only if used again
+        try:
+            return self._spawn()
+        except OSError:
+            log.exception("could not start a replacement decode child; will retry on next use")
+            return None
 
     def warm_up(self) -> None:
-        self._get_pool()
+        """Start every idle slot's child now, so the first uploads do not pay for it."""
+        taken = self._take_idle()
+        try:
+            for i, child in enumerate(taken):
+                taken[i] = self._started(child)
+        finally:
+            for child in taken:
+                self._slots.put(child)
 
     def close(self) -> None:
-        self._reset()
+        """Stop idle children now; busy ones are stopped when their decode ends."""
+        with self._lock:
+            self._generation += 1
+        taken = self._take_idle()
+        for child in taken:
+            if child is not None:
+                child.stop()
+        for _ in taken:
+            self._slots.put(None)
+
+    def _take_idle(self) -> list[_Child | None]:
+        taken: list[_Child | None] = []
+        while True:
+            try:
+                taken.append(self._slots.get_nowait())
+            except queue.Empty:
+                return taken

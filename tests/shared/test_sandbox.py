@@ -1,0 +1,168 @@
+"""The decode sandbox on real spawned children: its time limit is a decode's own run time (not
+time queued behind other uploads), and a hung decode costs only its own child - concurrent
+callers' decodes finish normally.
+
+Slow and hung decodes are plain functions run through ``DecodeSandbox.run`` like any decoder.
+The CPU is shared with other jobs, so every duration leaves seconds of slack; the few lower
+bounds on elapsed time are what the sandbox itself guarantees (sleeps cannot be shortened).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from brainmri.errors import (
+    InputError,
+    InputTooLargeError,
+    UndecodableImageError,
+    UnsupportedFormatError,
+)
+from brainmri.imaging.dicom import SliceSelection
+from brainmri.imaging.ingest import SanitizedUpload, sanitize_upload
+from brainmri.imaging.limits import InputLimits
+from brainmri.imaging.sandbox import DecodeSandbox
+from brainmri.phantom import phantom_png
+
+pytestmark = pytest.mark.slow
+
+START_WAIT = 120.0  # a child importing its decoders on a busy machine
+
+
+def pid_after(seconds: float) -> int:
+    """A legitimate decode that takes ``seconds``; says which child ran it."""
+    time.sleep(seconds)
+    return os.getpid()
+
+
+def hang(pid_file: str) -> None:
+    """A hostile decode: announces its child, then never finishes."""
+    Path(pid_file).write_text(str(os.getpid()))
+    time.sleep(3600)
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def wait_for(path: Path) -> None:
+    deadline = time.monotonic() + START_WAIT
+    while not (path.exists() and path.read_text()):
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def make_sandbox() -> Iterator[Callable[..., DecodeSandbox]]:
+    made: list[DecodeSandbox] = []
+
+    def make(**kwargs: float) -> DecodeSandbox:
+        sandbox = DecodeSandbox(**kwargs)  # type: ignore[arg-type]
+        made.append(sandbox)
+        sandbox.warm_up()
+        return sandbox
+
+    yield make
+    for sandbox in made:
+        sandbox.close()
+
+
+def test_more_concurrent_decodes_than_processes_all_succeed(make_sandbox) -> None:
+    # 6 decodes of 2.5 s on 2 children: 3 rounds, 7.5 s in all - longer than the 6 s limit,
+    # which a queued decode would exceed if its wait counted; each run alone has 3.5 s spare.
+    sandbox = make_sandbox(processes=2, timeout=6.0)
+    sandbox.run(os.getpid)  # both children started: start-up is not what is measured
+    started = time.monotonic()
+    with ThreadPoolExecutor(6) as threads:
+        futures = [threads.submit(sandbox.run, pid_after, 2.5) for _ in range(6)]
+        pids = [future.result() for future in futures]
+    elapsed = time.monotonic() - started
+    assert len(pids) == 6
+    assert len(set(pids)) <= 2  # the same two warm children ran everything, none replaced
+    assert elapsed >= 3 * 2.5 - 0.2  # never more than two decodes at once
+
+
+def test_a_hung_decode_times_out_while_a_concurrent_decode_succeeds(
+    make_sandbox, tmp_path: Path
+) -> None:
+    sandbox = make_sandbox(processes=2, timeout=10.0)
+    sandbox.run(os.getpid)
+    pid_file = tmp_path / "hung.pid"
+    with ThreadPoolExecutor(2) as threads:
+        submitted = time.monotonic()
+        hung = threads.submit(sandbox.run, hang, str(pid_file))
+        wait_for(pid_file)
+        time.sleep(5.0)
+        # runs from ~5 s to ~12 s of the hung decode: in flight when that one is killed at
+        # 10 s, and 3 s inside its own limit
+        legit = threads.submit(sandbox.run, pid_after, 7.0)
+        with pytest.raises(InputError) as stopped:
+            hung.result()
+        hung_elapsed = time.monotonic() - submitted
+        assert not legit.done(), "the legitimate decode should straddle the timeout"
+        legit_pid = legit.result()
+    assert stopped.value.code == "decode_timeout"
+    assert 10.0 - 0.2 <= hung_elapsed < 10.0 + START_WAIT  # its clock starts after submit
+    hung_pid = int(pid_file.read_text())
+    assert not alive(hung_pid)  # the hung child was killed (and reaped)
+    assert alive(legit_pid)  # the other child was not touched
+    assert legit_pid != hung_pid
+
+
+def test_the_sandbox_keeps_working_after_a_timeout(make_sandbox) -> None:
+    sandbox = make_sandbox(processes=1, timeout=4.0)
+    first = sandbox.run(os.getpid)
+    for _ in range(2):
+        with pytest.raises(InputError) as stopped:
+            sandbox.run(time.sleep, 3600)
+        assert stopped.value.code == "decode_timeout"
+        # a replacement child, whose start-up is not charged to the next decode's 4 s
+        assert sandbox.run(pid_after, 1.0) != first
+    assert not alive(first)
+
+
+def test_a_crashing_decoder_fails_fast_and_costs_only_its_child(make_sandbox) -> None:
+    sandbox = make_sandbox(processes=1, timeout=60.0)
+    first = sandbox.run(os.getpid)
+    started = time.monotonic()
+    with pytest.raises(UndecodableImageError) as crashed:
+        sandbox.run(os._exit, 3)
+    assert crashed.value.code == "decode_crashed"
+    assert time.monotonic() - started < 30.0  # noticed at once, not after the time limit
+    assert sandbox.run(os.getpid) != first
+
+
+def test_real_decodes_and_their_input_errors_come_back(make_sandbox) -> None:
+    sandbox = make_sandbox(processes=1, timeout=60.0)
+    limits, selection = InputLimits(), SliceSelection()
+    clean = sandbox.run(sanitize_upload, phantom_png("glioma", seed=3, size=64), limits, selection)
+    assert isinstance(clean, SanitizedUpload)
+    assert clean.data.startswith(b"\x89PNG")
+    with pytest.raises(UnsupportedFormatError):
+        sandbox.run(sanitize_upload, b"this is not an image at all", limits, selection)
+
+
+def test_the_memory_cap_becomes_decode_memory_limit(make_sandbox) -> None:
+    sandbox = make_sandbox(processes=1, timeout=60.0, memory_mb=2048)
+    first = sandbox.run(os.getpid)
+    with pytest.raises(InputTooLargeError) as refused:
+        sandbox.run(bytearray, 4 * 1024**3)
+    assert refused.value.code == "decode_memory_limit"
+    assert sandbox.run(os.getpid) == first  # an ordinary input error: the child carries on
+
+
+def test_close_stops_idle_children_and_a_later_run_starts_new_ones(make_sandbox) -> None:
+    sandbox = make_sandbox(processes=2, timeout=60.0)
+    first = sandbox.run(os.getpid)
+    sandbox.close()
+    assert not alive(first)
+    assert sandbox.run(os.getpid) != first
