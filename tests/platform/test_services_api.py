@@ -315,6 +315,28 @@ def test_legacy_metrics_failed_image_does_not_shift_paths(stack: Stack) -> None:
     assert [Path(s["path"]).name for s in body["samples"]] == ["a.png", "c.png"]
 
 
+def test_legacy_metrics_of_unlabelled_paths_answers_null_metrics(stack: Stack) -> None:
+    """Listed files outside class folders have no label (the original contract's null
+    ``true_class``): they are scored, and the metrics that need labels are null, not a 500."""
+    folder = stack.data_root / "unsorted-scans"
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(2):
+        (path := folder / f"scan{i}.png").write_bytes(phantom_png("glioma", seed=i, size=64))
+        paths.append(str(path))
+    response = stack.client.post(
+        "/metrics", headers=USER, json={"paths": paths, "return_predictions": True}
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert (body["n_total"], body["n_scored"], body["n_labeled"]) == (2, 2, 0)
+    for key in ("acc_multiclass", "acc_binary", "suggested_threshold_by_YoudenJ", "best_J"):
+        assert body[key] is None, key
+    assert body["cm_multiclass"] == [] and body["cm_binary"] == []
+    assert [s["path"] for s in body["samples"]] == paths
+    assert all(s["true_class"] is None and s["pred_class"] in CLASSES for s in body["samples"])
+
+
 def test_every_v1_endpoint_needs_a_key(stack: Stack) -> None:
     job_id = submit_png(stack, USER)["job_id"]
     calls = [

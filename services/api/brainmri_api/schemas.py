@@ -90,7 +90,13 @@ class TrainRequest(BaseModel):
     weight_decay: float | None = Field(None, ge=0, le=1)
     label_smoothing: float | None = Field(None, ge=0, lt=1)
     use_mixup: bool | None = None
-    seed: int | None = None
+    seed: int | None = Field(
+        None,
+        ge=0,
+        le=2**32 - 1,
+        description="Seed of the split and of training (default 42). 0 to 2^32-1: the range "
+        "NumPy's and PyTorch's seeding accept.",
+    )
     time_budget_minutes: float | None = Field(
         None,
         gt=0,

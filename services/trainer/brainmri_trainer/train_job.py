@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,7 @@ from brainmri.registry.cache import ProductionModel
 from brainmri.registry.gate import promotion_gate
 from brainmri.registry.versions import bundle_prefix, promote, register_bundle
 from brainmri.sources import resolve_source
-from brainmri.training.recipes import make_config
+from brainmri.training.recipes import TrainConfig, make_config
 from brainmri.training.trainer import EpochReport, Trainer, TrainHooks, TrainingCancelled
 
 log = logging.getLogger(__name__)
@@ -81,10 +82,23 @@ def loop_budget_minutes(settings: Settings, requested: float | None, elapsed_s: 
     return min(requested, left) if requested else left
 
 
+def train_options(params: Mapping[str, Any]) -> dict[str, Any]:
+    """The request's training overrides for ``make_config``, with the seed always set.
+
+    The same seed drives the dataset split and the trainer, so a run is reproducible from it;
+    a seed of 0 is a seed like any other (``is None``, not falsiness, picks the default).
+    """
+    options = {key: params.get(key) for key in TRAIN_OPTIONS}
+    if options["seed"] is None:
+        options["seed"] = TrainConfig.seed
+    return options
+
+
 def run_train(ctx: JobContext) -> JobOutcome:
     settings = ctx.settings
     params = ctx.params
     started = time.monotonic()
+    options = train_options(params)
     source = resolve_source(params["dataset"], settings)
     with tempfile.TemporaryDirectory(prefix="brainmri-train-") as tmp:
         work = Path(tmp)
@@ -104,7 +118,7 @@ def run_train(ctx: JobContext) -> JobOutcome:
             work / "split",
             val_frac=params.get("val_frac", 0.15),
             test_frac=params.get("test_frac", 0.15),
-            seed=params.get("seed") or 42,
+            seed=options["seed"],
             workers=settings.decode_workers,
             progress=False,
         )
@@ -113,7 +127,7 @@ def run_train(ctx: JobContext) -> JobOutcome:
         )
         config = make_config(
             params.get("recipe", "simple"),
-            **{key: params.get(key) for key in TRAIN_OPTIONS},
+            **options,
             device=settings.device,
             decode_workers=settings.decode_workers,
             time_budget_minutes=budget,

@@ -121,9 +121,17 @@ def classification_report(
     *,
     threshold: float,
 ) -> dict[str, Any]:
-    """Every headline metric of an evaluation, JSON-ready."""
+    """Every headline metric of an evaluation, JSON-ready.
+
+    With no labelled images (listed files outside class folders, or every file unreadable)
+    there is nothing to score against: the labelled metrics are None rather than an error, so
+    an evaluation of unlabelled images still yields its predictions, and the keys stay the same
+    for every consumer.
+    """
     y_true = np.asarray(y_true, dtype=int)
     class_names = list(class_names)
+    if len(y_true) == 0:
+        return unlabelled_report(class_names, threshold=threshold)
     labels = list(range(len(class_names)))
     predicted = probs.argmax(axis=1) if len(probs) else np.zeros(0, dtype=int)
     tumor_prob = tumor_probabilities(probs, class_names)
@@ -162,6 +170,39 @@ def classification_report(
         "roc_auc_per_class": per_class_auc(y_true, probs, class_names),
     }
     return report
+
+
+# Keys of ``classification_report`` that need true labels; None when there are none.
+LABELLED_METRICS = (
+    "acc_multiclass",
+    "macro_f1",
+    "per_class",
+    "cm_multiclass",
+    "acc_binary",
+    "sensitivity",
+    "specificity",
+    "cm_binary",
+    "roc_auc_binary",
+    "ap_binary",
+    "best_threshold_by_YoudenJ",
+    "best_J",
+    "ece",
+    "roc_auc_per_class",
+)
+
+
+def unlabelled_report(class_names: Sequence[str], *, threshold: float) -> dict[str, Any]:
+    """``classification_report``'s keys for zero labelled images: every labelled metric None.
+
+    scikit-learn refuses empty inputs, and a zero (an ECE of 0.0, an all-zero confusion
+    matrix) would read as a measurement; None says there was nothing to measure.
+    """
+    return {
+        "n": 0,
+        "class_names": list(class_names),
+        "threshold": float(threshold),
+        **dict.fromkeys(LABELLED_METRICS),
+    }
 
 
 def per_class_auc(

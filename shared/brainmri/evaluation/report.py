@@ -1,11 +1,15 @@
-"""Batch evaluation: score labelled images and write every report artifact.
+"""Batch evaluation: score images and write every report artifact.
 
 Artifacts (all in ``out_dir``): ``predictions.csv``, ``eval_report.json``, ``errors.csv`` (only
-when some inputs failed), ``cm_multiclass.png``, ``cm_binary.png``, ``roc_binary.png``,
-``pr_binary.png``, ``threshold_sweep.png``, ``reliability.png``, ``roc_per_class.png``.
+when some inputs failed), and, when at least one scored image has a label, the plots
+``cm_multiclass.png``, ``cm_binary.png``, ``roc_binary.png``, ``pr_binary.png``,
+``threshold_sweep.png``, ``reliability.png``, ``roc_per_class.png``.
 
 A file that cannot be decoded is listed in ``errors.csv`` and excluded from the metrics; it
-never shifts other predictions (each result is tied to its input by index).
+never shifts other predictions (each result is tied to its input by index). Images without a
+label (``true_class`` None: listed files outside class folders) are scored and written to
+``predictions.csv`` but left out of the metrics; with none labelled, the report keeps its keys
+with the labelled metrics None (see ``metrics.unlabelled_report``).
 """
 
 from __future__ import annotations

@@ -25,6 +25,7 @@ from brainmri.db.session import session_scope
 from brainmri.sources import resolve_source
 from brainmri_api.deps import PrincipalDep, StateDep
 from brainmri_api.errors import error_response
+from brainmri_api.job_errors import status_for_code
 from brainmri_api.routes.jobs import ERRORS
 from brainmri_api.schemas import (
     JobCreated,
@@ -38,13 +39,6 @@ from brainmri_api.state import AppState
 from brainmri_api.submission import read_upload, submit_job, validate_upload
 
 router = APIRouter(tags=["legacy"])
-FAILED_STATUS = {
-    "unsupported_format": 415,
-    "file_too_large": 413,
-    "too_many_pixels": 413,
-    "path_not_allowed": 400,
-    "invalid_dataset": 400,
-}
 
 
 async def wait_for(state: AppState, job_id: str) -> Job | None:
@@ -75,15 +69,11 @@ def _pending(job: Job) -> JSONResponse:
 
 
 def _failed(job: Job) -> JSONResponse:
+    """The error answer for a job that did not succeed, with the status its error code has
+    everywhere else in the API (a worker's limits may refuse what the API let through)."""
     error = job.error or {}
     code = error.get("code", "job_failed")
-    status = (
-        409
-        if job.status == JobStatus.CANCELLED
-        else FAILED_STATUS.get(
-            code, 422 if code in {"undecodable_image", "truncated_image", "empty_file"} else 500
-        )
-    )
+    status = 409 if job.status == JobStatus.CANCELLED else status_for_code(code)
     response = error_response(status, code, error.get("message", f"job {job.status}"))
     response.headers["X-Job-Id"] = job.id
     return response
