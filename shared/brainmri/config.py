@@ -15,6 +15,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
+from urllib.parse import unquote, urlsplit
 
 from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -27,6 +28,56 @@ DicomSliceMode = Literal["center", "middle_k"]
 
 #: Values that must never reach production: they are the documented examples.
 PLACEHOLDER_SECRETS = frozenset({"changeme", "change-me", "minioadmin", "secret", "password"})
+#: A secret containing one of these (any case) is a placeholder someone forgot to replace;
+#: the shipped examples are long enough to pass every length check, so exact matching missed
+#: them (``dev-admin-key-change-me``).
+PLACEHOLDER_MARKERS = (
+    "change-me",
+    "changeme",
+    "change_me",
+    "replace-me",
+    "replaceme",
+    "replace_me",
+    "placeholder",
+)
+#: The example API keys shipped in ``.env.example`` and the Kubernetes dev overlay.
+SHIPPED_EXAMPLE_KEYS = frozenset({"dev-admin-key-change-me", "dev-user-key-change-me"})
+#: Registry model names: one safe object-store path segment, as wide as the registry column.
+MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+
+
+def is_placeholder_secret(value: str | None) -> bool:
+    """True for a documented example value, or anything that still carries a placeholder marker."""
+    lowered = (value or "").strip().lower()
+    if not lowered:
+        return False
+    return (
+        lowered in PLACEHOLDER_SECRETS
+        or lowered in SHIPPED_EXAMPLE_KEYS
+        or any(marker in lowered for marker in PLACEHOLDER_MARKERS)
+        or (lowered.startswith("<") and lowered.endswith(">"))  # a template's <PASSWORD>
+    )
+
+
+def url_password(url: str | None) -> str | None:
+    """The (decoded) password in a connection URL, or None when it has none."""
+    if not url:
+        return None
+    try:
+        password = urlsplit(url).password
+    except ValueError:  # not a URL the drivers could use either; they report it themselves
+        return None
+    return unquote(password) if password else None
+
+
+def api_key_values(spec: str) -> list[tuple[str, str]]:
+    """``(key, role)`` pairs of ``key:role,key:role`` (the format ``KeyRing`` reads)."""
+    pairs = []
+    for entry in (part.strip() for part in spec.split(",")):
+        if entry:
+            key, _, role = entry.rpartition(":")
+            pairs.append((key, role))
+    return pairs
 
 
 class Settings(BaseSettings):
@@ -70,7 +121,11 @@ class Settings(BaseSettings):
     model_dir: Path | None = Field(
         None, description="Model bundle folder for the CLI and a fresh registry. Unset: shipped."
     )
-    model_name: str = Field("brainmri", description="Registry name of the served model.")
+    model_name: str = Field(
+        "brainmri",
+        pattern=MODEL_NAME_PATTERN,
+        description="Registry name of the served model.",
+    )
     tumor_thresh: float | None = Field(
         None,
         ge=0.0,
@@ -223,11 +278,28 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _refuse_placeholders_in_production(self) -> Settings:
-        if self.environment == "production":
-            secret = self.s3_secret_key or ""
-            if secret.lower() in PLACEHOLDER_SECRETS:
+        """Production must not start on the shipped example secrets. Messages name the
+        setting only: a secret is never printed, not even a placeholder one."""
+        if self.environment != "production":
+            return self
+        if is_placeholder_secret(self.s3_secret_key):
+            raise ConfigurationError(
+                "BRAINMRI_S3_SECRET_KEY is a documented placeholder; set a real secret"
+            )
+        for name, url in (
+            ("BRAINMRI_DATABASE_URL", self.database_url),
+            ("BRAINMRI_BROKER_URL", self.broker_url),
+        ):
+            if is_placeholder_secret(url_password(url)):
                 raise ConfigurationError(
-                    "BRAINMRI_S3_SECRET_KEY is a documented placeholder; set a real secret"
+                    f"the password in {name} is a documented placeholder; set a real password"
+                )
+        for number, (key, _role) in enumerate(api_key_values(self.api_keys), start=1):
+            if is_placeholder_secret(key):
+                raise ConfigurationError(
+                    f"BRAINMRI_API_KEYS entry {number} is a documented placeholder key; "
+                    "generate real keys, e.g. "
+                    "python -c 'import secrets; print(secrets.token_urlsafe(32))'"
                 )
         return self
 

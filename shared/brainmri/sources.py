@@ -45,11 +45,25 @@ def _local_roots(settings: Settings) -> list[Path]:
     ]
 
 
+def _refuse_control_characters(source: str) -> None:
+    """Refuse control characters up front. A NUL makes ``Path.resolve`` (and PostgreSQL, for
+    anything stored) raise ValueError - a 500 instead of the client's error - and the others,
+    though legal in POSIX file names, have no place in a dataset path and would otherwise
+    reach job params and logs verbatim."""
+    for position, char in enumerate(source):
+        if ord(char) < 0x20 or 0x7F <= ord(char) < 0xA0:
+            raise PathNotAllowedError(
+                f"the source contains a control character (U+{ord(char):04X} at position "
+                f"{position}); paths and s3:// prefixes cannot contain control characters"
+            )
+
+
 def resolve_source(source: str, settings: Settings) -> DataSource:
     """Normalise ``source`` and check it against the allow-list (PathNotAllowedError if not)."""
     source = (source or "").strip()
     if not source:
         raise PathNotAllowedError("a source is required")
+    _refuse_control_characters(source)
     if source.startswith("s3://"):
         normalised = source.rstrip("/") + "/"
         bucket_and_key = normalised[len("s3://") :]

@@ -184,3 +184,66 @@ def test_corrupt_png_body() -> None:
     data[60:120] = b"\xff" * 60
     with pytest.raises(UndecodableImageError):
         decode_image(bytes(data))
+
+
+# --- content that only looks like a BMP or TIFF by its first bytes ------------------------------
+@pytest.mark.parametrize(
+    "text",
+    [
+        b"BMW service report: brakes and tyres checked, nothing to note.\n" * 4,
+        b"BM" + b"x" * 200,
+        b"BM\x00\x00\x00\x00\x00\x00\x00\x00\x36\x00\x00\x00" + b"\x29\x00\x00\x00" + b"\x00" * 64,
+    ],
+    ids=["bmw-text", "bm-filler", "unknown-dib-size-41"],
+)
+def test_text_starting_with_bm_is_unsupported_not_a_truncated_bmp(text: bytes) -> None:
+    assert sniff_format(text[:132]) is InputFormat.UNKNOWN
+    with pytest.raises(UnsupportedFormatError) as info:
+        decode_input(text)
+    assert info.value.code == "unsupported_format"
+    with pytest.raises(UnsupportedFormatError):
+        decode_image(text)
+
+
+def test_bmp_whose_file_size_field_is_smaller_than_its_headers_is_unsupported() -> None:
+    data = bytearray(encode(grey_image(), "BMP"))
+    data[2:6] = (20).to_bytes(4, "little")  # 14 + 40 bytes of headers cannot fit in 20
+    assert sniff_format(bytes(data[:132])) is InputFormat.UNKNOWN
+    with pytest.raises(UnsupportedFormatError):
+        decode_input(bytes(data))
+
+
+@pytest.mark.parametrize("mode", ["L", "RGB", "P", "1"])
+def test_real_bmps_still_decode(mode: str) -> None:
+    data = encode(grey_image(seed=2).convert(mode), "BMP")
+    assert sniff_format(data[:132]) is InputFormat.BMP
+    assert decode_image(data).pixels.shape == (64, 64)
+
+
+def test_bmp_with_an_unset_file_size_field_still_decodes() -> None:
+    data = bytearray(encode(grey_image(seed=4), "BMP"))
+    data[2:6] = b"\x00\x00\x00\x00"  # a few writers leave bfSize at 0
+    assert decode_image(bytes(data)).pixels.shape == (64, 64)
+
+
+def test_os2_bmp_with_a_12_byte_header_decodes() -> None:
+    width = height = 16
+    row = bytes(range(0, 48))  # 16 BGR pixels, 48 bytes: already 4-byte aligned
+    pixels = row * height
+    offset = 14 + 12
+    header = b"BM" + (offset + len(pixels)).to_bytes(4, "little") + b"\x00" * 4
+    header += offset.to_bytes(4, "little")
+    dib = (12).to_bytes(4, "little") + width.to_bytes(2, "little") + height.to_bytes(2, "little")
+    dib += (1).to_bytes(2, "little") + (24).to_bytes(2, "little")
+    data = header + dib + pixels
+    assert sniff_format(data[:132]) is InputFormat.BMP
+    assert decode_image(data).pixels.shape == (16, 16)
+
+
+@pytest.mark.filterwarnings("ignore:Corrupt EXIF data")  # Pillow's, about the text "IFD"
+def test_undecodable_tiff_message_has_no_object_repr() -> None:
+    data = b"II*\x00" + b"this looks like a TIFF header but is just text. " * 4
+    with pytest.raises(UndecodableImageError) as info:
+        decode_image(data)
+    assert "object at" not in str(info.value) and "0x" not in str(info.value)
+    assert str(info.value).startswith("cannot decode tiff image: ")

@@ -11,7 +11,7 @@ import hmac
 from dataclasses import dataclass
 from typing import Literal
 
-from brainmri.config import PLACEHOLDER_SECRETS
+from brainmri.config import api_key_values, is_placeholder_secret
 from brainmri.errors import BrainMRIError, ConfigurationError
 
 Role = Literal["user", "admin"]
@@ -50,18 +50,20 @@ class KeyRing:
 
     def __init__(self, spec: str, *, production: bool = False) -> None:
         self._keys: list[tuple[bytes, Principal]] = []
-        for entry in (part.strip() for part in spec.split(",")):
-            if not entry:
-                continue
-            key, _, role = entry.rpartition(":")
+        for number, (key, role) in enumerate(api_key_values(spec), start=1):
             if not key or role not in ("user", "admin"):
                 raise ConfigurationError(
                     "BRAINMRI_API_KEYS entries must look like key:user or key:admin"
                 )
             if len(key) < MIN_KEY_LENGTH:
                 raise ConfigurationError(f"API keys must be at least {MIN_KEY_LENGTH} characters")
-            if production and key.lower() in PLACEHOLDER_SECRETS:
-                raise ConfigurationError("an API key is a documented placeholder")
+            # Checked here as well as in Settings: a KeyRing can be built from any spec.
+            # The message names the entry, never the key.
+            if production and is_placeholder_secret(key):
+                raise ConfigurationError(
+                    f"BRAINMRI_API_KEYS entry {number} (role {role}) is a documented placeholder "
+                    "key; production needs real keys"
+                )
             self._keys.append((key.encode(), Principal(key_id(key), role)))  # type: ignore[arg-type]
 
     def __len__(self) -> int:

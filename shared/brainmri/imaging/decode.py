@@ -19,6 +19,8 @@ The one documented normalisation (every path in the project goes through :func:`
 from __future__ import annotations
 
 import io
+import re
+import struct
 import warnings
 from dataclasses import dataclass
 from enum import StrEnum
@@ -38,6 +40,12 @@ from brainmri.imaging.limits import InputLimits
 warnings.simplefilter("error", Image.DecompressionBombWarning)
 
 _PIL_FORMATS = ("PNG", "JPEG", "TIFF", "BMP")
+#: DIB header sizes of the BMP versions (OS/2 1.x, Windows 3 and its v2/v3 extensions, OS/2 2.x
+#: short and full, Windows v4 and v5). "BM" alone is two letters of text ("BMW ...").
+_BMP_DIB_HEADER_SIZES = frozenset({12, 40, 52, 56, 64, 108, 124})
+_BMP_FILE_HEADER_SIZE = 14
+#: Pillow puts the file object's repr ("<_io.BytesIO object at 0x7f...>") in some messages.
+_OBJECT_REPR = re.compile(r"\s*<[^<>]*? object at 0x[0-9a-fA-F]+>")
 _BT601 = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 MIN_IMAGE_SIDE = 16
 
@@ -68,11 +76,28 @@ def sniff_format(head: bytes) -> InputFormat:
         return InputFormat.JPEG
     if head[:4] in (b"II*\x00", b"MM\x00*"):
         return InputFormat.TIFF
-    if head.startswith(b"BM") and len(head) >= 26:
+    if head.startswith(b"BM") and _plausible_bmp_header(head):
         return InputFormat.BMP
     if head[:4] in (b"PK\x03\x04", b"PK\x05\x06"):
         return InputFormat.ZIP
     return InputFormat.UNKNOWN
+
+
+def _plausible_bmp_header(head: bytes) -> bool:
+    """A known DIB header size at bytes 14-18, and a file-size field that is either unset (0,
+    as a few writers leave it) or at least as large as the two headers."""
+    if len(head) < 26:
+        return False
+    (file_size,) = struct.unpack_from("<I", head, 2)
+    (dib_size,) = struct.unpack_from("<I", head, 14)
+    if dib_size not in _BMP_DIB_HEADER_SIZES:
+        return False
+    return file_size == 0 or file_size >= _BMP_FILE_HEADER_SIZE + dib_size
+
+
+def _without_object_reprs(message: str) -> str:
+    """The decoder's message minus in-memory object reprs (addresses mean nothing to a client)."""
+    return _OBJECT_REPR.sub("", message).strip() or "the content is not a readable image"
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,13 +152,14 @@ def decode_image(data: bytes, limits: InputLimits | None = None) -> DecodedImage
             f"image exceeds the decompression-bomb guard: {exc}", code="too_many_pixels"
         ) from exc
     except ValueError as exc:
-        if "too large" in str(exc).lower():  # PNG text/iCCP chunk bombs
+        message = _without_object_reprs(str(exc))
+        if "too large" in message.lower():  # PNG text/iCCP chunk bombs
             raise InputTooLargeError(
-                f"image metadata chunk is too large: {exc}", code="metadata_too_large"
+                f"image metadata chunk is too large: {message}", code="metadata_too_large"
             ) from exc
-        raise UndecodableImageError(f"cannot decode {fmt.value} image: {exc}") from exc
+        raise UndecodableImageError(f"cannot decode {fmt.value} image: {message}") from exc
     except (UnidentifiedImageError, OSError, SyntaxError, EOFError) as exc:
-        message = str(exc)
+        message = _without_object_reprs(str(exc))
         code = "truncated_image" if "truncat" in message.lower() else "undecodable_image"
         raise UndecodableImageError(
             f"cannot decode {fmt.value} image: {message}", code=code

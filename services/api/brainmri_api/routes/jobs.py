@@ -15,6 +15,7 @@ from brainmri.jobs.enqueue import send_job
 from brainmri.sources import resolve_source
 from brainmri_api.deps import AdminDep, PrincipalDep, SessionDep, StateDep
 from brainmri_api.errors import ConflictError, NotFoundError, ServiceUnavailableError
+from brainmri_api.ids import check_arch, check_job_id
 from brainmri_api.schemas import (
     ErrorBody,
     EvaluateRequest,
@@ -95,6 +96,7 @@ def create_train_job(state: StateDep, principal: AdminDep, request: TrainRequest
     )
     if problem:
         raise InputError(problem, code="time_budget_too_long")
+    check_arch(request.arch)
     source = resolve_source(request.dataset, state.settings)
     params = request.model_dump()
     params["dataset"] = source.uri.rstrip("/") if source.uri.endswith(".csv/") else source.uri
@@ -124,7 +126,7 @@ def list_my_jobs(
 
 @router.get("/{job_id}", response_model=JobPublic, responses=ERRORS, summary="Read a job")
 def read_job(job_id: str, session: SessionDep, principal: PrincipalDep) -> JobPublic:
-    job = get_job(session, job_id, owner=principal.owner_filter)
+    job = get_job(session, check_job_id(job_id), owner=principal.owner_filter)
     if job is None:
         raise NotFoundError(f"no job {job_id}")
     return job_public(job)
@@ -138,7 +140,7 @@ def read_job(job_id: str, session: SessionDep, principal: PrincipalDep) -> JobPu
     summary="Cancel a queued or running job",
 )
 def cancel_job(job_id: str, session: SessionDep, principal: PrincipalDep) -> JobPublic:
-    job = get_job(session, job_id, owner=principal.owner_filter)
+    job = get_job(session, check_job_id(job_id), owner=principal.owner_filter)
     if job is None:
         raise NotFoundError(f"no job {job_id}")
     if JobStatus(job.status).finished:
@@ -158,7 +160,7 @@ def cancel_job(job_id: str, session: SessionDep, principal: PrincipalDep) -> Job
 def retry_job(
     job_id: str, state: StateDep, session: SessionDep, principal: PrincipalDep
 ) -> JobPublic:
-    job = get_job(session, job_id, owner=principal.owner_filter)
+    job = get_job(session, check_job_id(job_id), owner=principal.owner_filter)
     if job is None:
         raise NotFoundError(f"no job {job_id}")
     if not requeue_failed(session, job_id=job_id):
@@ -188,7 +190,7 @@ def retry_job(
 def read_artifact(
     job_id: str, name: str, state: StateDep, session: SessionDep, principal: PrincipalDep
 ) -> Response:
-    job = get_job(session, job_id, owner=principal.owner_filter)
+    job = get_job(session, check_job_id(job_id), owner=principal.owner_filter)
     if job is None:
         raise NotFoundError(f"no job {job_id}")
     uri = (job.artifacts or {}).get(name)

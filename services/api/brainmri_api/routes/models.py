@@ -9,6 +9,7 @@ from fastapi import APIRouter
 from brainmri.db.models import ModelVersion
 from brainmri.registry.versions import get_version, list_versions, production, promote, rollback
 from brainmri_api.deps import AdminDep, PrincipalDep, SessionDep, StateDep
+from brainmri_api.ids import check_model_name, check_model_version, check_text
 from brainmri_api.routes.jobs import ERRORS
 from brainmri_api.schemas import ModelList, ModelPublic, PromoteRequest
 
@@ -83,7 +84,7 @@ def list_models(state: StateDep, session: SessionDep, _: PrincipalDep) -> ModelL
 
 @router.get("/{version}", response_model=ModelPublic, responses=ERRORS, summary="One version")
 def read_model(version: str, state: StateDep, session: SessionDep, _: PrincipalDep) -> ModelPublic:
-    row = get_version(session, version)
+    row = get_version(session, check_model_version(version))
     return model_public(row, production(session, row.name))
 
 
@@ -98,9 +99,9 @@ def promote_model(
 ) -> ModelPublic:
     row = promote(
         session,
-        version=version,
+        version=check_model_version(version),
         by=principal.key_id,
-        reason=(request.reason if request else None) or "manual promotion",
+        reason=check_text("reason", request.reason if request else None) or "manual promotion",
     )
     session.flush()
     return model_public(row, row)
@@ -113,6 +114,6 @@ def promote_model(
     summary="Return production to the previously promoted version (admin)",
 )
 def rollback_model(name: str, session: SessionDep, principal: AdminDep) -> ModelPublic:
-    row = rollback(session, name=name, by=principal.key_id)
+    row = rollback(session, name=check_model_name(name), by=principal.key_id)
     session.flush()
     return model_public(row, row)
