@@ -33,6 +33,7 @@ from tests.helpers import (
     zip_bytes,
     zip_with_symlink,
 )
+from tests.shared.dicom_faults import MALFORMED_VALUES, malformed_dicom
 
 KEY = "hostile-key-0123456789abcdef"
 HEADERS = {"X-API-Key": KEY}
@@ -149,6 +150,12 @@ HOSTILE: dict[str, tuple[object, int, str | None]] = {
     "dicom with a huge declared length": (_huge_length_dicom, 422, "dicom_no_pixel_data"),
     "truncated dicom": (_truncated_dicom, 422, "dicom_no_pixel_data"),
     "empty": (b"", 422, "empty_file"),
+    # A header number that is not a number (non-numeric DS/IS, a US of the wrong length) was
+    # an unhandled ValueError/TypeError in the decode sandbox: HTTP 500.
+    **{
+        f"dicom with {case}": (malformed_dicom(keyword, raw), 422, "invalid_dicom")
+        for case, (keyword, raw) in MALFORMED_VALUES.items()
+    },
 }
 
 

@@ -1,6 +1,8 @@
 """PHI never leaves the upload: a series full of identifying values goes through the whole
 services stack, and none of PS3.15 Table E.1-1's attributes or values appear in the object
-store, the database, the logs or any API response."""
+store, the database, the logs or any API response. Identifiers and private tags nested inside
+the sequences de-identification keeps (functional groups, LUTs) are stripped too, while the
+geometry and LUT values decoding needs survive."""
 
 from __future__ import annotations
 
@@ -10,19 +12,34 @@ import logging
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pydicom
 import pytest
 from fastapi.testclient import TestClient
+from pydicom.datadict import dictionary_VR
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence as DicomSequence
+from pydicom.tag import Tag
 from sqlalchemy import select
 
 from brainmri.db.models import Job, Prediction
 from brainmri.db.session import session_scope
-from brainmri.imaging.deid import BASIC_PROFILE_ATTRIBUTES, REPLACED_UIDS
-from brainmri.phantom_dicom import FakePatient, dataset_bytes, phantom_series
+from brainmri.imaging.deid import (
+    BASIC_PROFILE_ATTRIBUTES,
+    FUNCTIONAL_GROUPS,
+    KEEP,
+    KEEP_IN_ITEMS,
+    REPLACED_UIDS,
+)
+from brainmri.imaging.dicom import SliceSelection
+from brainmri.imaging.ingest import sanitize_upload
+from brainmri.imaging.inputs import decode_input
+from brainmri.imaging.limits import InputLimits
+from brainmri.phantom_dicom import FakePatient, dataset_bytes, multiframe_dataset, phantom_series
 from brainmri_api.main import create_app
+from tests.helpers import pydicom_file
 from tests.infra import S3Server, WorkerProcess, services_env, settings_from_env, wait_for_job
+from tests.shared.dicom_faults import lut_item
 
 KEY = "phi-key-0123456789abcdef"
 HEADERS = {"X-API-Key": KEY}
@@ -58,6 +75,16 @@ def identifying_series() -> tuple[list[Dataset], list[str]]:
         referenced.PatientName = PATIENT.name
         referenced.ReferencedSOPInstanceUID = ds.SOPInstanceUID
         ds.ReferencedPatientSequence = DicomSequence([referenced])
+        measures = Dataset()  # a kept sequence whose item also carries identifiers
+        measures.PixelSpacing = [0.9, 0.9]
+        measures.PatientName = PATIENT.name
+        measures.PatientID = PATIENT.patient_id
+        measures.private_block(0x0011, "QUORRA PACS", create=True).add_new(
+            0x01, "LO", PRIVATE_VALUE
+        )
+        group = Dataset()
+        group.PixelMeasuresSequence = DicomSequence([measures])
+        ds.SharedFunctionalGroupsSequence = DicomSequence([group])
     originals = sorted({str(ds[k].value) for ds in series for k in REPLACED_UIDS if k in ds})
     return series, originals
 
@@ -236,3 +263,154 @@ def test_logs_and_responses_hold_no_identifiers(run: dict) -> None:
     assert "job succeeded" in run["logs"]  # the logs were really captured
     for value in secrets_of(run["originals"]):
         assert value not in text, value
+
+
+NESTED_NAME = "Doe^Nested^Quincy"
+NESTED_ID = "PID-8675309"
+NESTED_PRIVATE = "NESTED-PRIVATE-PHI"
+ORIENTATION = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+
+
+def _with_phi(item: Dataset) -> Dataset:
+    """``item`` with a patient name, ID and private tag, as some vendors write them."""
+    item.PatientName = NESTED_NAME
+    item.PatientID = NESTED_ID
+    item.private_block(0x0011, "ACME PACS", create=True).add_new(0x01, "LO", NESTED_PRIVATE)
+    return item
+
+
+def _assert_no_phi(upload: bytes, stored: bytes) -> pydicom.Dataset:
+    for value in (NESTED_NAME, NESTED_ID, NESTED_PRIVATE):
+        assert value.encode() in upload  # the upload really carried it
+        assert value.encode() not in stored, value
+    ds = pydicom.dcmread(io.BytesIO(stored))
+    assert not any(element.tag.is_private for element in ds.iterall())
+    nested = {element.keyword for element in ds.iterall()} & set(BASIC_PROFILE_ATTRIBUTES)
+    assert nested <= set(REPLACED_UIDS)
+    return ds
+
+
+def test_identifiers_inside_kept_sequences_are_not_stored() -> None:
+    ds = phantom_series("glioma", n_slices=1, size=64)[0]
+    inverse = [4095 - value for value in range(4096)]
+    modality = _with_phi(lut_item([4096, 0, 16], inverse))
+    modality.ModalityLUTType = "US"
+    modality.LUTExplanation = NESTED_NAME  # free text inside a kept item
+    ds.ModalityLUTSequence = DicomSequence([modality])
+    curve = [round((value / 4095) ** 0.5 * 65535) for value in range(4096)]
+    ds.VOILUTSequence = DicomSequence([_with_phi(lut_item([4096, 0, 16], curve))])
+    measures = _with_phi(Dataset())
+    measures.PixelSpacing = [0.5, 0.5]
+    measures.SliceThickness = 5.0
+    plane = _with_phi(Dataset())
+    plane.ImageOrientationPatient = ORIENTATION
+    group = _with_phi(Dataset())
+    group.PixelMeasuresSequence = DicomSequence([measures])
+    group.PlaneOrientationSequence = DicomSequence([plane])
+    ds.SharedFunctionalGroupsSequence = DicomSequence([group])
+    upload = dataset_bytes(ds)
+
+    clean = sanitize_upload(upload, InputLimits(), SliceSelection())
+    stored = _assert_no_phi(upload, clean.data)
+
+    kept_group = stored.SharedFunctionalGroupsSequence[0]
+    kept_measures = kept_group.PixelMeasuresSequence[0]
+    assert list(kept_measures.PixelSpacing) == [0.5, 0.5] and kept_measures.SliceThickness == 5.0
+    assert list(kept_group.PlaneOrientationSequence[0].ImageOrientationPatient) == ORIENTATION
+    assert list(stored.ModalityLUTSequence[0].LUTDescriptor) == [4096, 0, 16]
+    assert list(stored.ModalityLUTSequence[0].LUTData) == inverse
+    assert stored.ModalityLUTSequence[0].ModalityLUTType == "US"
+    assert list(stored.VOILUTSequence[0].LUTData) == curve
+    # The LUTs still shape the pixels: what is stored decodes exactly like the upload, which
+    # differs from the same pixels without the LUTs.
+    decoded = decode_input(upload).slices[0]
+    np.testing.assert_allclose(decode_input(clean.data).slices[0], decoded, atol=1e-6)
+    del ds.ModalityLUTSequence, ds.VOILUTSequence
+    assert not np.allclose(decode_input(dataset_bytes(ds)).slices[0], decoded, atol=0.05)
+
+
+def test_identifiers_inside_per_frame_groups_are_not_stored() -> None:
+    ds = multiframe_dataset("glioma", n_frames=5, size=64)
+    for group in ds.PerFrameFunctionalGroupsSequence:
+        _with_phi(group)
+        _with_phi(group.PlanePositionSequence[0])
+    upload = dataset_bytes(ds)
+    every_frame = SliceSelection("middle_k", k=5)
+
+    clean = sanitize_upload(upload, InputLimits(), every_frame)
+    stored = _assert_no_phi(upload, clean.data)
+
+    positions = [
+        list(group.PlanePositionSequence[0].ImagePositionPatient)
+        for group in stored.PerFrameFunctionalGroupsSequence
+    ]
+    assert positions == [
+        list(group.PlanePositionSequence[0].ImagePositionPatient)
+        for group in ds.PerFrameFunctionalGroupsSequence
+    ]
+    # Frames are stored in reverse: the same order after decoding proves the positions work.
+    decoded = decode_input(upload, dicom_selection=every_frame).slices
+    for kept, original in zip(
+        decode_input(clean.data, dicom_selection=every_frame).slices, decoded, strict=True
+    ):
+        np.testing.assert_allclose(kept, original, atol=1e-6)
+
+
+def test_elements_encoded_against_their_keyword_are_not_stored() -> None:
+    """A kept value attribute sent as a sequence could nest anything; a kept sequence sent as
+    text is not geometry. Both are dropped rather than copied."""
+    ds = phantom_series("glioma", n_slices=1, size=64)[0]
+    ds.add_new(Tag("SliceLocation"), "SQ", DicomSequence([_with_phi(Dataset())]))
+    ds.add_new(Tag("SharedFunctionalGroupsSequence"), "LO", NESTED_ID)
+    upload = dataset_bytes(ds)
+
+    clean = sanitize_upload(upload, InputLimits(), SliceSelection())
+    stored = _assert_no_phi(upload, clean.data)
+
+    assert "SliceLocation" not in stored and "SharedFunctionalGroupsSequence" not in stored
+    assert list(stored.ImageOrientationPatient) == ORIENTATION
+
+
+def test_every_kept_sequence_has_its_own_allow_list() -> None:
+    """A sequence keyword added to an allow-list without one for its items is never copied."""
+    kept = {*KEEP, *FUNCTIONAL_GROUPS, *(k for allowed in KEEP_IN_ITEMS.values() for k in allowed)}
+    sequences = {keyword for keyword in kept if dictionary_VR(Tag(keyword)) == "SQ"}
+    assert sequences == set(KEEP_IN_ITEMS)
+
+
+#: What a stored object may hold at any depth besides the allow-lists: the de-identification
+#: record (PatientIdentityRemoved, the method and its code sequence).
+DEID_RECORD = (
+    "PatientIdentityRemoved",
+    "DeidentificationMethod",
+    "DeidentificationMethodCodeSequence",
+    "CodeValue",
+    "CodingSchemeDesignator",
+    "CodeMeaning",
+)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "MR_small.dcm",
+        "MR_small_bigendian.dcm",
+        "MR_small_implicit.dcm",
+        "MR_small_RLE.dcm",
+        "CT_small.dcm",  # 179 private elements
+        "liver_1frame.dcm",  # enhanced CT: shared and per-frame functional groups
+    ],
+)
+def test_scanner_files_keep_their_pixels_and_only_allowed_attributes(name: str) -> None:
+    """pydicom's bundled scanner files decode the same after de-identification, and hold only
+    allow-listed attributes at every depth. The big-endian one could not be saved (HTTP 500)."""
+    upload = pydicom_file(name)
+    clean = sanitize_upload(upload, InputLimits(), SliceSelection())
+    np.testing.assert_allclose(
+        decode_input(clean.data).slices[0], decode_input(upload).slices[0], atol=1e-6
+    )
+    stored = pydicom.dcmread(io.BytesIO(clean.data))
+    allowed = {*KEEP, *KEEP_IN_ITEMS, *REPLACED_UIDS, *DEID_RECORD}
+    allowed |= {keyword for keywords in KEEP_IN_ITEMS.values() for keyword in keywords}
+    assert {element.keyword for element in stored.iterall()} <= allowed
+    assert not any(element.tag.is_private for element in stored.iterall())

@@ -7,11 +7,15 @@ import logging
 
 import numpy as np
 import pytest
+from pydicom.dataset import Dataset
+from pydicom.sequence import Sequence as DicomSequence
+from pydicom.tag import Tag
 from pydicom.uid import generate_uid
 
 from brainmri.errors import (
     DicomPixelDataError,
     InconsistentSeriesError,
+    InvalidDicomError,
     NoDicomFoundError,
     SeriesNotFoundError,
 )
@@ -26,6 +30,12 @@ from brainmri.phantom_dicom import (
     zip_series,
 )
 from tests.helpers import pydicom_file, zip_bytes
+from tests.shared.dicom_faults import (
+    MALFORMED_VALUES,
+    lut_item,
+    malformed_dicom,
+    with_raw_value,
+)
 
 
 def _expected_centre(class_name: str, seed: int, size: int = 64) -> np.ndarray:
@@ -194,3 +204,62 @@ def test_patient_identifiers_never_appear_in_results_or_logs(
         patient.address,
     ):
         assert value not in rendered
+
+
+@pytest.mark.parametrize("case", list(MALFORMED_VALUES))
+@pytest.mark.parametrize("container", ["file", "zip"])
+def test_malformed_header_number_is_invalid_dicom(case: str, container: str) -> None:
+    """A header number that is not a number is the client's error (HTTP 422), not a crash,
+    and the message names the attribute without echoing the untrusted value."""
+    keyword, raw = MALFORMED_VALUES[case]
+    data = malformed_dicom(keyword, raw)
+    if container == "zip":
+        data = zip_bytes({"series/a.dcm": data})
+    with pytest.raises(InvalidDicomError) as info:
+        decode_input(data)
+    assert info.value.code == "invalid_dicom"
+    assert keyword in str(info.value)
+    assert "abc" not in str(info.value) and "\\" not in str(info.value)
+
+
+def test_negative_number_of_frames_is_invalid_dicom() -> None:
+    with pytest.raises(InvalidDicomError, match="NumberOfFrames") as info:
+        decode_input(malformed_dicom("NumberOfFrames", b"-3"))
+    assert info.value.code == "invalid_dicom"
+
+
+def _without_top_level_orientation() -> Dataset:
+    """An enhanced-style object whose orientation lives only in the shared functional group."""
+    ds = phantom_series("glioma", n_slices=1, size=64)[0]
+    del ds.ImageOrientationPatient
+    plane = Dataset()
+    plane.ImageOrientationPatient = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+    group = Dataset()
+    group.PlaneOrientationSequence = DicomSequence([plane])
+    ds.SharedFunctionalGroupsSequence = DicomSequence([group])
+    return ds
+
+
+def test_malformed_header_structures_are_invalid_dicom() -> None:
+    nested = with_raw_value(  # same length as "1.0\\0.0\\..." so the sequence stays intact
+        _without_top_level_orientation(), "ImageOrientationPatient", b"a\\b\\c\\d\\e\\f".ljust(24)
+    )
+    flat = _without_top_level_orientation()
+    del flat.SharedFunctionalGroupsSequence
+    flat.add_new(Tag("SharedFunctionalGroupsSequence"), "LO", "not a sequence")
+    no_descriptor = phantom_series("glioma", n_slices=1, size=64)[0]
+    no_descriptor.ModalityLUTSequence = DicomSequence([lut_item(None, list(range(4096)))])
+    short_descriptor = phantom_series("glioma", n_slices=1, size=64)[0]
+    short_descriptor.VOILUTSequence = DicomSequence([lut_item([4096, 0], list(range(4096)))])
+    cases = {
+        "ImageOrientationPatient": nested,
+        "SharedFunctionalGroupsSequence": dataset_bytes(flat),
+        "ModalityLUTSequence": dataset_bytes(no_descriptor),
+        "VOILUTSequence": dataset_bytes(short_descriptor),
+    }
+    for keyword, data in cases.items():
+        with pytest.raises(InvalidDicomError, match=keyword) as info:
+            decode_input(data)
+        assert info.value.code == "invalid_dicom"
+    # The well-formed original of the first two still decodes through the nested orientation.
+    assert decode_input(dataset_bytes(_without_top_level_orientation())).details["n_slices"] == 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import time
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import torch
 from brainmri.concurrency import bounded_map
 from brainmri.devices import bf16_supported
 from brainmri.errors import ConfigurationError, InputError
+from brainmri.evaluation.report import ERRORS_FILE, EvalItem, evaluate
 from brainmri.inference.agreement import compare_probabilities
 from brainmri.inference.engine import InferenceEngine
 from brainmri.inference.results import resolve_threshold
@@ -19,8 +21,10 @@ from brainmri.inference.tta import VIEWS, expand_views
 from brainmri.models.bundle import BundleMetadata, load_bundle
 from brainmri.phantom import phantom_png
 from tests.conftest import make_bundle
+from tests.shared.dicom_faults import MALFORMED_VALUES, malformed_dicom
 
 CLASSES = ["no_tumor", "glioma", "meningioma", "pituitary"]
+BAD_ORIENTATION = MALFORMED_VALUES["non-numeric ImageOrientationPatient"]
 
 
 @pytest.fixture(scope="module")
@@ -137,6 +141,41 @@ def test_failed_input_does_not_shift_later_results(
     for index, image_index in ((0, 0), (2, 1), (4, 2)):
         expected = engine.predict_bytes(images[image_index])
         assert results[index].class_probs == pytest.approx(expected.class_probs, abs=1e-5)
+
+
+def test_malformed_dicom_fails_alone_in_a_batch(
+    engine: InferenceEngine, images: list[bytes]
+) -> None:
+    """A DICOM header with a non-numeric number is that file's decode failure, at its index;
+    before, its bare ValueError/TypeError escaped the decode pool and aborted the batch."""
+    bad = [(keyword, malformed_dicom(keyword, raw)) for keyword, raw in MALFORMED_VALUES.values()]
+    sources = [images[0], *(data for _, data in bad), images[1]]
+    results = engine.predict_sources(sources)
+    assert len(results) == len(sources)
+    for index, (keyword, _) in enumerate(bad, start=1):
+        assert isinstance(results[index], InputError), keyword
+        assert results[index].code == "invalid_dicom"
+        assert keyword in str(results[index])
+    for index, image_index in ((0, 0), (len(sources) - 1, 1)):
+        expected = engine.predict_bytes(images[image_index])
+        assert results[index].class_probs == pytest.approx(expected.class_probs, abs=1e-5)
+
+
+def test_evaluation_lists_a_malformed_dicom_as_failed(
+    engine: InferenceEngine, images: list[bytes], tmp_path: Path
+) -> None:
+    items = [EvalItem(f"{CLASSES[i % 4]}/s{i}.png", CLASSES[i % 4], images[i]) for i in range(6)]
+    items.insert(3, EvalItem("glioma/bad.dcm", "glioma", malformed_dicom(*BAD_ORIENTATION)))
+    outcome = evaluate(engine, items, tmp_path, threshold=0.5, plots_enabled=False)
+    report = outcome.report
+    assert (report["n_total"], report["n_scored"], report["n_failed"]) == (7, 6, 1)
+    assert [(item.name, error.code) for item, error in outcome.errors] == [
+        ("glioma/bad.dcm", "invalid_dicom")
+    ]
+    with (tmp_path / ERRORS_FILE).open() as handle:
+        (row,) = csv.DictReader(handle)
+    assert (row["path"], row["error_code"]) == ("glioma/bad.dcm", "invalid_dicom")
+    assert "ImageOrientationPatient" in row["message"]
 
 
 def test_missing_file_is_an_input_error(engine: InferenceEngine, tmp_path: Path) -> None:

@@ -12,6 +12,13 @@ unlinkable across uploads. The 128-byte preamble is zeroed (CVE-2019-11687 polyg
 PatientIdentityRemoved is YES and the De-identification Method Code Sequence names profile
 113100. Objects that declare burned-in annotation are refused: text in the pixels cannot be
 removed by editing attributes.
+
+The allow-list holds at every depth: a kept sequence is never copied whole, each of its items
+is rebuilt from that sequence's own allow-list (:data:`KEEP_IN_ITEMS`), because vendors put
+patient names, IDs and private tags inside functional groups and LUT items too. An element
+whose encoding contradicts its keyword (a kept value attribute sent as a sequence, a kept
+sequence sent as a value, anything left as UN bytes) is dropped, since its content cannot be
+vetted.
 """
 
 from __future__ import annotations
@@ -22,10 +29,12 @@ import secrets
 from collections.abc import Iterable
 
 from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
+from pydicom.errors import BytesLengthException
 from pydicom.sequence import Sequence as DicomSequence
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID
+from pydicom.valuerep import VR
 
-from brainmri.errors import InputError
+from brainmri.errors import InputError, InvalidDicomError
 
 #: Attributes copied to the stored object (everything inference and display need).
 KEEP = (
@@ -67,6 +76,8 @@ KEEP = (
     "FloatPixelData",
     "DoubleFloatPixelData",
 )
+#: Enhanced multi-frame sequences rebuilt from :data:`KEEP_IN_FUNCTIONAL_GROUPS`.
+FUNCTIONAL_GROUPS = ("PerFrameFunctionalGroupsSequence", "SharedFunctionalGroupsSequence")
 #: Functional-group macros that carry per-frame geometry and pixel transforms.
 KEEP_IN_FUNCTIONAL_GROUPS = (
     "PlanePositionSequence",
@@ -75,6 +86,20 @@ KEEP_IN_FUNCTIONAL_GROUPS = (
     "PixelValueTransformationSequence",
     "FrameVOILUTSequence",
 )
+#: The allow-list of every kept sequence's items: what the decoder reads (geometry, rescale,
+#: windowing, LUT descriptor and data) and nothing else. Free-text members such as
+#: LUTExplanation or WindowCenterWidthExplanation are left out on purpose. A sequence keyword
+#: kept anywhere must be a key here, or it is not copied at all.
+KEEP_IN_ITEMS: dict[str, tuple[str, ...]] = {
+    **dict.fromkeys(FUNCTIONAL_GROUPS, KEEP_IN_FUNCTIONAL_GROUPS),
+    "PlanePositionSequence": ("ImagePositionPatient",),
+    "PlaneOrientationSequence": ("ImageOrientationPatient",),
+    "PixelMeasuresSequence": ("PixelSpacing", "SliceThickness", "SpacingBetweenSlices"),
+    "PixelValueTransformationSequence": ("RescaleIntercept", "RescaleSlope", "RescaleType"),
+    "FrameVOILUTSequence": ("WindowCenter", "WindowWidth", "VOILUTFunction"),
+    "VOILUTSequence": ("LUTDescriptor", "LUTData"),
+    "ModalityLUTSequence": ("LUTDescriptor", "ModalityLUTType", "LUTData"),
+}
 #: PS3.15 Table E.1-1 actions "U": replaced consistently within an upload.
 REPLACED_UIDS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "FrameOfReferenceUID")
 DEID_METHOD = "brainmri allow-list, PS3.15 E.1 Basic Profile"
@@ -214,18 +239,32 @@ class UIDMapper:
 
 
 def _copy(source: Dataset, target: Dataset, keywords: Iterable[str]) -> None:
+    """Copy the allow-listed attributes; sequences are rebuilt item by item, never shared.
+
+    Copying by keyword is what keeps private tags out at every depth: they have no keyword.
+    """
     for keyword in keywords:
-        if keyword in source:
-            target[keyword] = source[keyword]
+        if keyword not in source:
+            continue
+        try:  # pydicom parses values lazily: a kept value the decoder never read parses here
+            element = source[keyword]
+        except (ValueError, TypeError, BytesLengthException) as exc:
+            raise InvalidDicomError(f"the DICOM attribute {keyword} is malformed") from exc
+        if element.VR == VR.UN:  # bytes pydicom could not type: their content is unknown
+            continue
+        if keyword in KEEP_IN_ITEMS:
+            if element.VR == VR.SQ:
+                allowed = KEEP_IN_ITEMS[keyword]
+                setattr(target, keyword, DicomSequence([_item(i, allowed) for i in element.value]))
+        elif element.VR != VR.SQ:  # a value attribute sent as a sequence could nest anything
+            target[keyword] = element
 
 
-def _functional_groups(groups: DicomSequence) -> DicomSequence:
-    cleaned = []
-    for group in groups:
-        item = Dataset()
-        _copy(group, item, KEEP_IN_FUNCTIONAL_GROUPS)
-        cleaned.append(item)
-    return DicomSequence(cleaned)
+def _item(source: Dataset, keywords: Iterable[str]) -> Dataset:
+    """A new item with only ``keywords``; empty items stay, so per-frame counts still match."""
+    item = Dataset()
+    _copy(source, item, keywords)
+    return item
 
 
 def deidentify(ds: Dataset, uids: UIDMapper) -> FileDataset:
@@ -237,10 +276,7 @@ def deidentify(ds: Dataset, uids: UIDMapper) -> FileDataset:
             code="dicom_burned_in_annotation",
         )
     clean = Dataset()
-    _copy(ds, clean, KEEP)
-    for keyword in ("PerFrameFunctionalGroupsSequence", "SharedFunctionalGroupsSequence"):
-        if keyword in ds:
-            setattr(clean, keyword, _functional_groups(ds[keyword].value))
+    _copy(ds, clean, (*KEEP, *FUNCTIONAL_GROUPS))
     for keyword in REPLACED_UIDS:
         if keyword in ds and ds.get(keyword):
             setattr(clean, keyword, uids(str(ds[keyword].value)))
@@ -262,6 +298,9 @@ def deidentify(ds: Dataset, uids: UIDMapper) -> FileDataset:
     meta.TransferSyntaxUID = ds.file_meta.TransferSyntaxUID
     meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
     output = FileDataset(None, clean, file_meta=meta, preamble=b"\0" * 128)
+    # Written in the upload's own encoding: the pixel bytes are copied as they are, in its byte
+    # order, and pydicom refuses to save a big-endian transfer syntax from a little-endian one.
+    output.set_original_encoding(*ds.original_encoding)
     return output
 
 

@@ -13,6 +13,10 @@ What this module does, in order:
    modality LUT (RescaleSlope/Intercept), then VOI windowing when the object carries one,
    otherwise a joint min..max over the selected slices; MONOCHROME1 is inverted last.
 
+A header value that is not the number its VR promises (non-numeric DS/IS text, a US value of
+the wrong byte length, a multi-valued RescaleSlope) raises :class:`InvalidDicomError` naming the
+attribute - a client error, never a crash - but not the value, which could be anything.
+
 Patient-identifying attributes are never read into the result, logged or returned: the only
 metadata that leaves this module is geometry and acquisition type (see :class:`SeriesInfo`).
 """
@@ -30,9 +34,11 @@ from typing import Literal
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
+from pydicom.errors import BytesLengthException
 from pydicom.errors import InvalidDicomError as PydicomInvalidDicomError
 from pydicom.multival import MultiValue
 from pydicom.pixels import apply_modality_lut, apply_voi_lut
+from pydicom.sequence import Sequence as DicomSequence
 
 from brainmri.errors import (
     DicomPixelDataError,
@@ -50,6 +56,11 @@ from brainmri.imaging.safezip import extract_zip
 log = logging.getLogger(__name__)
 
 SliceMode = Literal["center", "middle_k"]
+
+#: What pydicom and NumPy raise when a header value is not what its VR promises: text that is
+#: not a number, a binary value of the wrong length, a list where one value belongs (NumPy's
+#: "no loop for dtype <U3" is a TypeError), a sequence item without its mandatory members.
+_MALFORMED = (ValueError, TypeError, AttributeError, IndexError, BytesLengthException)
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,11 +176,13 @@ def _series_uid(header: Dataset) -> str:
 
 
 def _instances_of(header: Dataset, source: Path | bytes, order: int) -> list[_Instance]:
-    rows, columns = int(header.get("Rows", 0) or 0), int(header.get("Columns", 0) or 0)
-    n_frames = int(header.get("NumberOfFrames", 1) or 1)
-    instance_number = _as_int(header.get("InstanceNumber"))
+    rows, columns = _header_int(header, "Rows", 0), _header_int(header, "Columns", 0)
+    n_frames = _header_int(header, "NumberOfFrames", 1)
+    if n_frames < 1:
+        raise InvalidDicomError(f"the DICOM attribute NumberOfFrames is {n_frames}, not >= 1")
+    instance_number = _as_int(_header_value(header, "InstanceNumber"))
     normal = _slice_normal(header)
-    base_position = _project(header.get("ImagePositionPatient"), normal)
+    base_position = _project(_header_value(header, "ImagePositionPatient"), normal)
     frame_positions = _per_frame_positions(header, normal, n_frames)
     return [
         _Instance(
@@ -187,14 +200,19 @@ def _instances_of(header: Dataset, source: Path | bytes, order: int) -> list[_In
 
 
 def _slice_normal(header: Dataset) -> np.ndarray | None:
-    orientation = header.get("ImageOrientationPatient")
+    orientation = _header_value(header, "ImageOrientationPatient")
     if orientation is None:
-        for group in header.get("SharedFunctionalGroupsSequence", []) or []:
-            for plane in group.get("PlaneOrientationSequence", []) or []:
-                orientation = plane.get("ImageOrientationPatient")
-    if orientation is None or len(orientation) != 6:
+        for group in _items(header, "SharedFunctionalGroupsSequence"):
+            for plane in _items(group, "PlaneOrientationSequence"):
+                orientation = _header_value(plane, "ImageOrientationPatient")
+    if orientation is None:
         return None
-    values = np.asarray([float(v) for v in orientation], dtype=np.float64)
+    try:
+        values = np.asarray([float(v) for v in orientation], dtype=np.float64)  # type: ignore[attr-defined]
+    except _MALFORMED as exc:
+        raise _malformed("ImageOrientationPatient", "six numbers") from exc
+    if values.shape != (6,):
+        return None
     normal = np.cross(values[:3], values[3:])
     norm = float(np.linalg.norm(normal))
     return normal / norm if norm > 0 else None
@@ -211,13 +229,14 @@ def _project(position: object, normal: np.ndarray | None) -> float | None:
 
 
 def _per_frame_positions(header: Dataset, normal: np.ndarray | None, n_frames: int) -> list[float]:
-    groups = header.get("PerFrameFunctionalGroupsSequence")
+    groups = _items(header, "PerFrameFunctionalGroupsSequence")
     if not groups or len(groups) != n_frames:
         return []
     positions: list[float] = []
     for group in groups:
-        planes = group.get("PlanePositionSequence") or []
-        value = _project(planes[0].get("ImagePositionPatient"), normal) if planes else None
+        planes = _items(group, "PlanePositionSequence")
+        position = _header_value(planes[0], "ImagePositionPatient") if planes else None
+        value = _project(position, normal)
         if value is None:
             return []
         positions.append(value)
@@ -229,6 +248,50 @@ def _as_int(value: object) -> int | None:
         return int(value)  # type: ignore[call-overload]
     except (TypeError, ValueError):
         return None
+
+
+def _malformed(keyword: str, expected: str) -> InvalidDicomError:
+    return InvalidDicomError(f"the DICOM attribute {keyword} is malformed: expected {expected}")
+
+
+def _header_value(ds: Dataset, keyword: str) -> object:
+    """The value, or None; pydicom converts raw bytes lazily, so a bad US length raises here."""
+    try:
+        return ds.get(keyword)
+    except _MALFORMED as exc:
+        raise _malformed(keyword, "a value of its VR") from exc
+
+
+def _header_int(ds: Dataset, keyword: str, default: int) -> int:
+    """A mandatory-looking integer: absent or empty means ``default``, unparseable is an error."""
+    value = _header_value(ds, keyword)
+    if not value:
+        return default
+    try:
+        return int(value)  # type: ignore[call-overload]
+    except _MALFORMED as exc:
+        raise _malformed(keyword, "an integer") from exc
+
+
+def _check_float(ds: Dataset, keyword: str) -> None:
+    """Refuse a present but non-numeric (or multi-valued) single-number attribute."""
+    value = _header_value(ds, keyword)
+    if value is None or value == "":
+        return
+    try:
+        float(value)  # type: ignore[arg-type]
+    except _MALFORMED as exc:
+        raise _malformed(keyword, "a number") from exc
+
+
+def _items(ds: Dataset, keyword: str) -> list[Dataset]:
+    """The items of a sequence attribute; one encoded as anything but a sequence is an error."""
+    value = _header_value(ds, keyword)
+    if value is None or value == "":
+        return []
+    if not isinstance(value, DicomSequence):
+        raise _malformed(keyword, "a sequence")
+    return list(value)
 
 
 def _build_series(
@@ -293,13 +356,10 @@ def _decode_selected(selected: list[_Instance]) -> tuple[list[np.ndarray], Datas
         datasets.append(ds)
     first = datasets[0]
     photometric = str(first.get("PhotometricInterpretation", "MONOCHROME2")).upper()
-    if int(first.get("SamplesPerPixel", 1) or 1) > 1:
+    if _header_int(first, "SamplesPerPixel", 1) > 1:
         grey = [minmax_scale(frame.astype(np.float64) @ _BT601.astype(np.float64)) for frame in raw]
         return grey, first
-    rescaled = [
-        apply_modality_lut(frame, ds).astype(np.float64)
-        for frame, ds in zip(raw, datasets, strict=True)
-    ]
+    rescaled = [_modality(frame, ds) for frame, ds in zip(raw, datasets, strict=True)]
     if _has_voi(first):
         scaled = [_window(frame, ds) for frame, ds in zip(rescaled, datasets, strict=True)]
     else:
@@ -320,9 +380,19 @@ def _load_pixels(source: Path | bytes) -> tuple[Dataset, np.ndarray]:
         raise DicomPixelDataError("the DICOM object has no pixel data")
     try:
         pixels = ds.pixel_array
-    except (ValueError, RuntimeError, AttributeError, NotImplementedError, TypeError) as exc:
+    except (*_MALFORMED, RuntimeError, NotImplementedError) as exc:
         raise DicomPixelDataError(f"cannot decode DICOM pixel data: {exc}") from exc
     return ds, np.asarray(pixels)
+
+
+def _modality(frame: np.ndarray, ds: Dataset) -> np.ndarray:
+    """Stored values -> modality values; a malformed rescale or Modality LUT is the client's."""
+    _check_float(ds, "RescaleSlope")
+    _check_float(ds, "RescaleIntercept")
+    try:
+        return apply_modality_lut(frame, ds).astype(np.float64)
+    except _MALFORMED as exc:  # the rescale values are checked above: this is the LUT
+        raise _malformed("ModalityLUTSequence", "a LUT Descriptor and LUT Data") from exc
 
 
 def _has_voi(ds: Dataset) -> bool:
@@ -346,7 +416,11 @@ def _window(values: np.ndarray, ds: Dataset) -> np.ndarray:
             if high <= low:
                 return (values > center).astype(np.float64)
             return np.clip((values - low) / (high - low), 0.0, 1.0)
-    return minmax_scale(np.asarray(apply_voi_lut(values, ds, index=0), dtype=np.float64))
+    try:
+        windowed = apply_voi_lut(values, ds, index=0)
+    except _MALFORMED as exc:
+        raise _malformed("VOILUTSequence", "a LUT Descriptor and LUT Data") from exc
+    return minmax_scale(np.asarray(windowed, dtype=np.float64))
 
 
 def _first_float(value: object) -> float | None:
