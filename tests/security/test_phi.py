@@ -39,7 +39,7 @@ from brainmri.phantom_dicom import FakePatient, dataset_bytes, multiframe_datase
 from brainmri_api.main import create_app
 from tests.helpers import pydicom_file
 from tests.infra import S3Server, WorkerProcess, services_env, settings_from_env, wait_for_job
-from tests.shared.dicom_faults import lut_item
+from tests.shared.dicom_faults import lut_item, with_raw_value
 
 KEY = "phi-key-0123456789abcdef"
 HEADERS = {"X-API-Key": KEY}
@@ -327,6 +327,37 @@ def test_identifiers_inside_kept_sequences_are_not_stored() -> None:
     np.testing.assert_allclose(decode_input(clean.data).slices[0], decoded, atol=1e-6)
     del ds.ModalityLUTSequence, ds.VOILUTSequence
     assert not np.allclose(decode_input(dataset_bytes(ds)).slices[0], decoded, atol=0.05)
+
+
+@pytest.mark.parametrize(
+    ("keyword", "raw"),
+    [
+        ("PixelSpacing", b"DOE^JANE"),  # DS: a name where two numbers belong
+        ("SliceThickness", b"PID-4242"),  # DS
+        ("InstanceNumber", b"Jane"),  # IS
+        ("RescaleType", b"Doe^Jane"),  # LO, defined terms only (HU, US, ...)
+        ("PatientOrientation", b"Doe^Jane"),  # CS: code strings are upper-case codes
+    ],
+)
+def test_a_name_typed_into_a_kept_attribute_is_not_stored(keyword: str, raw: bytes) -> None:
+    """Every kept string attribute is a number, a code or a UID: a value that is not one is
+    dropped instead of being stored unvetted, and the slice still decodes."""
+    ds = phantom_series("glioma", n_slices=1, size=64)[0]
+    ds.PixelSpacing, ds.SliceThickness, ds.InstanceNumber = [0.5, 0.5], 5.0, 1
+    ds.RescaleType, ds.PatientOrientation = "US", ["L", "P"]
+    upload = with_raw_value(ds, keyword, raw)
+    assert raw in upload
+
+    clean = sanitize_upload(upload, InputLimits(), SliceSelection())
+
+    assert raw not in clean.data
+    stored = pydicom.dcmread(io.BytesIO(clean.data))
+    assert keyword not in stored
+    others = {"PixelSpacing", "SliceThickness", "InstanceNumber", "RescaleType"} - {keyword}
+    assert all(other in stored for other in others)  # well-formed neighbours are kept
+    np.testing.assert_allclose(
+        decode_input(clean.data).slices[0], decode_input(upload).slices[0], atol=1e-6
+    )
 
 
 def test_identifiers_inside_per_frame_groups_are_not_stored() -> None:

@@ -25,9 +25,11 @@ from __future__ import annotations
 
 import hashlib
 import io
+import re
 import secrets
 from collections.abc import Iterable
 
+from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
 from pydicom.errors import BytesLengthException
 from pydicom.sequence import Sequence as DicomSequence
@@ -99,6 +101,17 @@ KEEP_IN_ITEMS: dict[str, tuple[str, ...]] = {
     "FrameVOILUTSequence": ("WindowCenter", "WindowWidth", "VOILUTFunction"),
     "VOILUTSequence": ("LUTDescriptor", "LUTData"),
     "ModalityLUTSequence": ("LUTDescriptor", "ModalityLUTType", "LUTData"),
+}
+#: What a kept string value may look like, by VR (PS3.5 6.2): decimal and integer strings,
+#: code strings, UIDs. ``LO`` only carries defined terms here (RescaleType, ModalityLUTType).
+_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?|")
+_CODE = re.compile(r"[A-Z0-9 _]{0,64}")
+_STRING_VR_PATTERNS: dict[str, re.Pattern[str]] = {
+    VR.DS: _NUMBER,
+    VR.IS: _NUMBER,
+    VR.CS: _CODE,
+    VR.LO: _CODE,
+    VR.UI: re.compile(r"[0-9.]{0,64}"),
 }
 #: PS3.15 Table E.1-1 actions "U": replaced consistently within an upload.
 REPLACED_UIDS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "FrameOfReferenceUID")
@@ -252,12 +265,29 @@ def _copy(source: Dataset, target: Dataset, keywords: Iterable[str]) -> None:
             raise InvalidDicomError(f"the DICOM attribute {keyword} is malformed") from exc
         if element.VR == VR.UN:  # bytes pydicom could not type: their content is unknown
             continue
+        if not _holds_what_its_vr_promises(element):
+            continue
         if keyword in KEEP_IN_ITEMS:
             if element.VR == VR.SQ:
                 allowed = KEEP_IN_ITEMS[keyword]
                 setattr(target, keyword, DicomSequence([_item(i, allowed) for i in element.value]))
         elif element.VR != VR.SQ:  # a value attribute sent as a sequence could nest anything
             target[keyword] = element
+
+
+def _holds_what_its_vr_promises(element: DataElement) -> bool:
+    """False for a kept string value that is not what its VR allows (a number, a code, a UID).
+
+    Every string attribute on the allow-list is a number, a code string or a UID, so none can
+    legitimately carry a name. One that does not parse as its VR (a patient name typed into
+    PixelSpacing or RescaleType) is dropped rather than stored: its content cannot be vetted,
+    and the decoder already treats an unusable optional value as absent.
+    """
+    pattern = _STRING_VR_PATTERNS.get(element.VR)
+    if pattern is None or element.value is None:
+        return True  # binary or sequence VRs: numbers and pixels, or rebuilt item by item
+    values = element.value if element.VM > 1 else [element.value]
+    return all(pattern.fullmatch(str(value).strip()) for value in values)
 
 
 def _item(source: Dataset, keywords: Iterable[str]) -> Dataset:
