@@ -156,6 +156,11 @@ class Settings(BaseSettings):
     )
     max_tiff_pages: int = Field(16, ge=1, description="Most pages a TIFF may have.")
     zip_max_members: int = Field(2000, ge=1, description="Most members in a DICOM zip.")
+    max_dicom_frames: int = Field(
+        2000,
+        ge=1,
+        description="Most slices a DICOM upload may hold, as frames of one object or in a zip.",
+    )
     zip_max_total_bytes: int = Field(
         1024**3, ge=1, description="Most bytes a zip may decompress to in total."
     )

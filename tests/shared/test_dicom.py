@@ -15,12 +15,14 @@ from pydicom.uid import generate_uid
 from brainmri.errors import (
     DicomPixelDataError,
     InconsistentSeriesError,
+    InputTooLargeError,
     InvalidDicomError,
     NoDicomFoundError,
     SeriesNotFoundError,
 )
 from brainmri.imaging.dicom import SliceSelection
 from brainmri.imaging.inputs import decode_input
+from brainmri.imaging.limits import InputLimits
 from brainmri.phantom import generate_phantom
 from brainmri.phantom_dicom import (
     FakePatient,
@@ -226,6 +228,27 @@ def test_negative_number_of_frames_is_invalid_dicom() -> None:
     with pytest.raises(InvalidDicomError, match="NumberOfFrames") as info:
         decode_input(malformed_dicom("NumberOfFrames", b"-3"))
     assert info.value.code == "invalid_dicom"
+
+
+def test_a_header_claiming_billions_of_frames_is_refused_before_any_is_listed() -> None:
+    """2^31 - 1 claimed frames would be a record each (hundreds of GB) before the pixel data,
+    which cannot hold them, is read: the frame limit answers first, as a 413."""
+    with pytest.raises(InputTooLargeError, match="BRAINMRI_MAX_DICOM_FRAMES") as info:
+        decode_input(malformed_dicom("NumberOfFrames", b"2147483647"))
+    assert info.value.code == "too_many_frames"
+
+
+def test_the_frame_limit_counts_frames_of_one_object_and_files_of_a_zip() -> None:
+    five_frames = dataset_bytes(multiframe_dataset("glioma", n_frames=5, size=64))
+    assert len(decode_input(five_frames, limits=InputLimits(max_dicom_frames=5)).slices) == 1
+    with pytest.raises(InputTooLargeError, match="more than 4 slices"):
+        decode_input(five_frames, limits=InputLimits(max_dicom_frames=4))
+
+    three_files = zip_series(phantom_series("glioma", n_slices=3, size=64))
+    assert decode_input(three_files, limits=InputLimits(max_dicom_frames=3)).slices
+    with pytest.raises(InputTooLargeError, match="more than 2 slices") as info:
+        decode_input(three_files, limits=InputLimits(max_dicom_frames=2))
+    assert info.value.code == "too_many_frames"
 
 
 def _without_top_level_orientation() -> Dataset:

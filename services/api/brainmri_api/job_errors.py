@@ -43,6 +43,7 @@ RAISED_AS: Mapping[type[BrainMRIError], tuple[str, ...]] = {
         "decode_memory_limit",
         "too_many_members",
         "zip_too_large",
+        "too_many_frames",
     ),
     UnsafeArchiveError: (
         "zip_bomb",

@@ -137,7 +137,8 @@ def read_dicom_bytes(
     header = _read_header(data)
     if header is None:
         raise InvalidDicomError("not a readable DICOM Part-10 file")
-    return _build_series({_series_uid(header): _instances_of(header, data, 0)}, selection)
+    instances = _instances_of(header, data, 0, limits)
+    return _build_series({_series_uid(header): instances}, selection)
 
 
 def read_dicom_zip(
@@ -150,11 +151,14 @@ def read_dicom_zip(
     with tempfile.TemporaryDirectory(prefix="brainmri-zip-") as tmp:
         members = extract_zip(data, Path(tmp), limits)
         groups: dict[str, list[_Instance]] = defaultdict(list)
+        frames = 0
         for member in members:
             header = _read_header(member.path)
             if header is None:
                 continue
-            groups[_series_uid(header)].extend(_instances_of(header, member.path, member.index))
+            instances = _instances_of(header, member.path, member.index, limits, frames)
+            frames += len(instances)
+            groups[_series_uid(header)].extend(instances)
         if not groups:
             raise NoDicomFoundError(
                 f"the zip holds {len(members)} file(s) but none is a DICOM Part-10 object"
@@ -175,11 +179,23 @@ def _series_uid(header: Dataset) -> str:
     return str(header.get("SeriesInstanceUID", "") or "<no-series-uid>")
 
 
-def _instances_of(header: Dataset, source: Path | bytes, order: int) -> list[_Instance]:
+def _instances_of(
+    header: Dataset, source: Path | bytes, order: int, limits: InputLimits, frames_before: int = 0
+) -> list[_Instance]:
+    """One record per frame, ordered later. The frame limit is checked before any is made: a
+    header may claim 2^31 frames, and a record per claimed frame would exhaust memory before
+    the pixel data (which cannot hold them) is ever read. ``frames_before`` counts the frames
+    of the upload's earlier files."""
     rows, columns = _header_int(header, "Rows", 0), _header_int(header, "Columns", 0)
     n_frames = _header_int(header, "NumberOfFrames", 1)
     if n_frames < 1:
         raise InvalidDicomError(f"the DICOM attribute NumberOfFrames is {n_frames}, not >= 1")
+    if frames_before + n_frames > limits.max_dicom_frames:
+        raise InputTooLargeError(
+            f"the DICOM upload holds more than {limits.max_dicom_frames} slices "
+            "(BRAINMRI_MAX_DICOM_FRAMES); send a smaller series",
+            code="too_many_frames",
+        )
     instance_number = _as_int(_header_value(header, "InstanceNumber"))
     normal = _slice_normal(header)
     base_position = _project(_header_value(header, "ImagePositionPatient"), normal)

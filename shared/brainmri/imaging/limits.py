@@ -17,6 +17,7 @@ class InputLimits:
     max_pixels: int = 40_000_000
     max_tiff_pages: int = 16
     zip_max_members: int = 2000
+    max_dicom_frames: int = 2000
     zip_max_total_bytes: int = 1024**3
     zip_max_ratio: float = 200.0
 
@@ -27,6 +28,7 @@ class InputLimits:
             max_pixels=settings.max_image_pixels,
             max_tiff_pages=settings.max_tiff_pages,
             zip_max_members=settings.zip_max_members,
+            max_dicom_frames=settings.max_dicom_frames,
             zip_max_total_bytes=settings.zip_max_total_bytes,
             zip_max_ratio=settings.zip_max_ratio,
         )
