@@ -20,7 +20,7 @@ from brainmri.errors import (
     UndecodableImageError,
     UnsafeArchiveError,
 )
-from brainmri_api.errors import ServiceUnavailableError, status_for
+from brainmri_api.errors import NotFoundError, ServiceUnavailableError, status_for
 
 # Codes that raise sites pass as ``code=...`` instead of their class's default, by the class
 # they are raised as (the class decides the status). tests/platform/test_job_errors.py checks
@@ -59,6 +59,7 @@ RAISED_AS: Mapping[type[BrainMRIError], tuple[str, ...]] = {
         "decode_crashed",
     ),
     ModelBundleError: ("bundle_integrity",),
+    NotFoundError: ("artifact_missing",),
     # The job runtime records this when Celery's time limit stops a job (and the trainer when
     # preparing data used up its share): the service could not finish the work in the time
     # it allows, a capacity problem like the other 503s, not a fault in the request or code.

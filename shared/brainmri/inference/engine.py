@@ -37,6 +37,7 @@ from brainmri.inference.tta import average_views, expand_views, validate_views
 from brainmri.models.bundle import ModelBundle
 from brainmri.preprocess import preprocess_slice
 from brainmri.progress import progress_bar
+from brainmri.storage.base import ObjectNotFoundError
 
 log = logging.getLogger(__name__)
 
@@ -227,10 +228,18 @@ class InferenceEngine:
         return [result for result in results if result is not None]
 
     def _prepare_or_error(self, source: Source) -> PreparedInput | InputError:
+        """Problems of one input become that input's error; anything else still aborts.
+
+        An object that vanished between listing and fetching is the image's problem, like an
+        undecodable file. (An invalid key is an InputError already; an unreachable store is
+        not caught - the job retries it as a whole.)
+        """
         try:
             return self.prepare_source(source)
         except InputError as exc:
             return exc
+        except ObjectNotFoundError as exc:
+            return InputError(f"cannot fetch input: {exc}", code=exc.code)
         except OSError as exc:
             return InputError(f"cannot read input: {exc.strerror or exc}", code="unreadable_file")
 

@@ -10,12 +10,14 @@ verification is refused with a clear log line and the previous engine stays in s
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
 import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from brainmri.config import Settings
@@ -32,29 +34,57 @@ log = logging.getLogger(__name__)
 
 
 def fetch_bundle(row: ModelVersion, store: ObjectStore, cache_root: Path) -> Path:
-    """Download a registered bundle into ``cache_root/<version>`` and verify every file."""
+    """Download a registered bundle into ``cache_root/<version>`` and verify every file.
+
+    Several worker processes (and threads) share one cache, so the download runs under an
+    exclusive ``flock`` per version: the first fetcher downloads, the others wait and then find
+    a verified folder. A verified folder is never deleted or replaced - a job that already
+    returned its path may be loading from it - only a folder that fails verification is moved
+    aside. Files are staged in a unique folder of the same file system and renamed into place,
+    so ``cache_root/<version>`` is always either absent or complete.
+    """
     target = cache_root / row.version
     if target.is_dir() and _verified(target, row.artifact_sha256):
         return target
     if not row.artifact_prefix.startswith("models/"):
         raise ModelBundleError(f"{row.version}: artifacts outside the registry prefix are refused")
     cache_root.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".fetch-", dir=cache_root))
-    try:
-        for filename in row.artifact_sha256:
-            (staging / filename).write_bytes(store.get(row.artifact_prefix + filename))
-        if not _verified(staging, row.artifact_sha256):
-            raise ModelBundleError(
-                f"model {row.version} failed its integrity check: stored files do not match the "
-                "sha256 digests recorded at registration; refusing to load it",
-                code="bundle_integrity",
-            )
-        if target.exists():
-            shutil.rmtree(target)
-        staging.rename(target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    with _exclusive(cache_root / f".{row.version}.lock"):
+        if target.is_dir() and _verified(target, row.artifact_sha256):
+            return target  # another process fetched it while this one waited
+        staging = Path(tempfile.mkdtemp(prefix=".fetch-", dir=cache_root))
+        try:
+            for filename in row.artifact_sha256:
+                (staging / filename).write_bytes(store.get(row.artifact_prefix + filename))
+            if not _verified(staging, row.artifact_sha256):
+                raise ModelBundleError(
+                    f"model {row.version} failed its integrity check: stored files do not match "
+                    "the sha256 digests recorded at registration; refusing to load it",
+                    code="bundle_integrity",
+                )
+            if target.exists():  # damaged (it failed verification above): move it aside first
+                stale = Path(tempfile.mkdtemp(prefix=".stale-", dir=cache_root))
+                target.rename(stale / "bundle")
+                shutil.rmtree(stale, ignore_errors=True)
+            staging.rename(target)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+@contextlib.contextmanager
+def _exclusive(lock_path: Path) -> Iterator[None]:
+    """An inter-process lock (also between threads: each call opens its own descriptor).
+
+    The lock file is left in place on purpose: deleting it would let a waiter and a newcomer
+    lock two different files.
+    """
+    with lock_path.open("a+b") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
 def _verified(folder: Path, digests: dict[str, str]) -> bool:

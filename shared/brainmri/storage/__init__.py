@@ -1,6 +1,8 @@
 """Object storage behind one small interface: S3/MinIO (``s3://``) or a local folder (``file://``)."""
 
 from brainmri.storage.base import (
+    ForeignObjectURIError,
+    InvalidObjectKeyError,
     ObjectInfo,
     ObjectNotFoundError,
     ObjectStore,
@@ -10,6 +12,8 @@ from brainmri.storage.base import (
 from brainmri.storage.factory import open_store, store_for_uri
 
 __all__ = [
+    "ForeignObjectURIError",
+    "InvalidObjectKeyError",
     "ObjectInfo",
     "ObjectNotFoundError",
     "ObjectStore",

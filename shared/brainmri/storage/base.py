@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import re
+import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from brainmri.errors import BrainMRIError
+from brainmri.errors import BrainMRIError, InputError
 
-_KEY = re.compile(r"^[A-Za-z0-9._\-][A-Za-z0-9._\-/ ]*$")
+#: S3's own limit on a key (UTF-8 bytes); longer keys cannot exist in any store we use.
+MAX_KEY_BYTES = 1024
 
 
 class StorageUnavailableError(BrainMRIError):
@@ -22,6 +23,27 @@ class ObjectNotFoundError(BrainMRIError):
     code = "object_not_found"
 
 
+class InvalidObjectKeyError(InputError, ValueError):
+    """A key that could escape the store or that no store can hold.
+
+    An :class:`InputError` so that batch scoring records it against the one image that has it
+    (instead of failing the whole job), and a ``ValueError`` for callers written against the
+    original contract.
+    """
+
+    code = "invalid_object_key"
+
+
+class ForeignObjectURIError(ObjectNotFoundError, ValueError):
+    """A URI that names no object of this store (another store, or a folder since removed).
+
+    An :class:`ObjectNotFoundError`, so the API answers 404 rather than 500 for a recorded
+    artifact that this deployment cannot reach; a ``ValueError`` for the original contract.
+    """
+
+    code = "object_not_in_store"
+
+
 @dataclass(frozen=True, slots=True)
 class ObjectInfo:
     key: str
@@ -30,9 +52,24 @@ class ObjectInfo:
 
 
 def validate_key(key: str) -> str:
-    """Keys are relative, without ``..`` segments or odd characters - never a path escape."""
-    if not key or not _KEY.match(key) or any(part in ("", ".", "..") for part in key.split("/")):
-        raise ValueError(f"invalid object key {key!r}")
+    """Refuse only what is dangerous: a key must never escape the store's root.
+
+    Real dataset file names carry spaces, brackets, ``+``, quotes, commas and non-ASCII letters
+    (``glioma/gg (1).jpg``); a key the store itself listed is legitimate, so the check blocks
+    just absolute keys, empty / ``.`` / ``..`` segments (path traversal on the local store),
+    backslashes (a second path separator on some systems), control characters including NUL,
+    and keys longer than S3 allows.
+    """
+    if (
+        not isinstance(key, str)
+        or not key
+        or key.startswith("/")
+        or "\\" in key
+        or any(unicodedata.category(char) == "Cc" for char in key)
+        or any(part in ("", ".", "..") for part in key.split("/"))
+        or len(key.encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES
+    ):
+        raise InvalidObjectKeyError(f"invalid object key {key!r}")
     return key
 
 
@@ -63,7 +100,11 @@ class ObjectStore(Protocol):
     def uri(self, key: str) -> str: ...
 
     def key_from_uri(self, uri: str) -> str:
-        """The key of an URI of this store; ValueError for a URI of another store."""
+        """The key of an URI of this store.
+
+        :class:`ForeignObjectURIError` (a 404-style not-found that is also a ``ValueError``)
+        for a URI this store cannot resolve.
+        """
         ...
 
     def check(self) -> None:

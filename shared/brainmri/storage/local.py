@@ -6,10 +6,13 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator
-from pathlib import Path
+from pathlib import Path, PurePosixPath
+from urllib.parse import unquote, urlparse
 
 from brainmri.errors import InputTooLargeError
 from brainmri.storage.base import (
+    ForeignObjectURIError,
+    InvalidObjectKeyError,
     ObjectInfo,
     ObjectNotFoundError,
     StorageUnavailableError,
@@ -27,7 +30,7 @@ class LocalObjectStore:
     def _path(self, key: str) -> Path:
         path = (self.root / validate_key(key)).resolve()
         if self.root not in path.parents:
-            raise ValueError(f"invalid object key {key!r}")
+            raise InvalidObjectKeyError(f"invalid object key {key!r}")
         return path
 
     def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> str:
@@ -86,10 +89,38 @@ class LocalObjectStore:
         return self._path(key).as_uri()
 
     def key_from_uri(self, uri: str) -> str:
-        base = self.url.rstrip("/") + "/"
-        if not uri.startswith(base):
-            raise ValueError(f"{uri} is not in this store")
-        return validate_key(uri[len(base) :])
+        """The key of a ``file://`` URI recorded by this store - even after the folder moved.
+
+        Job rows keep absolute URIs, so moving or renaming the data directory would orphan
+        every recorded artifact. The key is the path below the store's root folder, so a URI
+        that is not under the current root is resolved by the part after a segment named like
+        the root (``.../objects/<key>``) - accepted only when that object exists here. (The
+        URI is percent-decoded: :meth:`uri` encodes spaces, brackets and non-ASCII letters.)
+        """
+        parsed = urlparse(uri)
+        if parsed.scheme != "file" or parsed.netloc not in ("", "localhost"):
+            raise ForeignObjectURIError(f"{uri} is not in this store")
+        path = PurePosixPath(unquote(parsed.path))
+        root = PurePosixPath(self.root.as_posix())
+        key: str | None = None
+        if ".." not in path.parts:  # a store never records one: refused, not resolved
+            if path.is_relative_to(root):
+                key = _valid_or_none(path.relative_to(root).as_posix())
+            else:
+                key = self._relocated_key(path.parts)
+        if key is None:
+            raise ForeignObjectURIError(f"{uri} is not in this store")
+        return key
+
+    def _relocated_key(self, parts: tuple[str, ...]) -> str | None:
+        """The first (longest) tail after a segment named like the root that exists here."""
+        for index, part in enumerate(parts[:-1]):
+            if part != self.root.name:
+                continue
+            candidate = _valid_or_none("/".join(parts[index + 1 :]))
+            if candidate and self._path(candidate).is_file():
+                return candidate
+        return None
 
     def check(self) -> None:
         try:
@@ -99,3 +130,10 @@ class LocalObjectStore:
             probe.unlink()
         except OSError as exc:
             raise StorageUnavailableError(f"object folder {self.root} is not writable") from exc
+
+
+def _valid_or_none(key: str) -> str | None:
+    try:
+        return validate_key(key)
+    except InvalidObjectKeyError:
+        return None

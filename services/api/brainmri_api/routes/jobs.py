@@ -13,6 +13,7 @@ from brainmri.db.models import JobKind, JobStatus
 from brainmri.errors import InputError
 from brainmri.jobs.enqueue import send_job
 from brainmri.sources import resolve_source
+from brainmri.storage import ObjectNotFoundError
 from brainmri_api.deps import AdminDep, PrincipalDep, SessionDep, StateDep
 from brainmri_api.errors import ConflictError, NotFoundError, ServiceUnavailableError
 from brainmri_api.ids import check_arch, check_job_id
@@ -196,7 +197,15 @@ def read_artifact(
     uri = (job.artifacts or {}).get(name)
     if uri is None or PurePosixPath(name).name != name:
         raise NotFoundError(f"job {job_id} has no artifact {name!r}")
-    data = state.store.get(state.store.key_from_uri(uri))
+    try:
+        data = state.store.get(state.store.key_from_uri(uri))
+    except ObjectNotFoundError as exc:
+        # Deleted, or recorded by a store this deployment no longer reaches: a clear 404 that
+        # does not echo the server-side path of the recorded URI.
+        raise NotFoundError(
+            f"artifact {name!r} of job {job_id} is no longer in the object store",
+            code="artifact_missing",
+        ) from exc
     media_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
     return Response(
         data,
