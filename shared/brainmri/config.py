@@ -12,12 +12,14 @@ The README's settings table is generated from the field descriptions here
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 from urllib.parse import unquote, urlsplit
 
-from pydantic import AliasChoices, Field, field_validator, model_validator
+from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
+from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from brainmri.errors import ConfigurationError
@@ -42,6 +44,8 @@ PLACEHOLDER_MARKERS = (
 )
 #: The example API keys shipped in ``.env.example`` and the Kubernetes dev overlay.
 SHIPPED_EXAMPLE_KEYS = frozenset({"dev-admin-key-change-me", "dev-user-key-change-me"})
+#: Prefix of every setting's environment variable.
+ENV_PREFIX = "BRAINMRI_"
 #: Registry model names: one safe object-store path segment, as wide as the registry column.
 MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 
@@ -83,8 +87,15 @@ def api_key_values(spec: str) -> list[tuple[str, str]]:
 class Settings(BaseSettings):
     """Service configuration. One instance per process; see :func:`get_settings`."""
 
+    # env_ignore_empty: ``NAME=`` (an uncommented ``.env.example`` line, a compose
+    # ``${NAME:-}``) means "not set" and keeps the default; without it an empty value failed
+    # number parsing and crashed every process, and an empty path silently became ``.``.
     model_config = SettingsConfigDict(
-        env_prefix="BRAINMRI_", env_file=None, extra="ignore", populate_by_name=True
+        env_prefix=ENV_PREFIX,
+        env_file=None,
+        extra="ignore",
+        populate_by_name=True,
+        env_ignore_empty=True,
     )
 
     # --- deployment -----------------------------------------------------------------------
@@ -380,7 +391,63 @@ class Settings(BaseSettings):
         return self.model_dir or default_bundle_dir()
 
 
+#: Words in a setting's name that mark a value never to be echoed in an error message.
+_SECRET_WORDS = ("key", "secret", "password", "url")
+
+
+def env_names(name: str, field: FieldInfo) -> list[str]:
+    """Environment variables that set a field, in the order pydantic-settings reads them (the
+    first one set wins): ``BRAINMRI_<NAME>``, then upper-case alias choices (``TUMOR_THRESH``).
+    One list for the settings docs and for error messages, so both name the same variables."""
+    names = [f"{ENV_PREFIX}{name.upper()}"]
+    alias = field.validation_alias
+    for choice in getattr(alias, "choices", []) or []:
+        if isinstance(choice, str) and choice.isupper() and choice not in names:
+            names.append(choice)
+    return names
+
+
+def _field_of(location: object) -> str | None:
+    """The Settings field an error location points at: a field name or one of its aliases."""
+    for name, info in Settings.model_fields.items():
+        alias = info.validation_alias
+        choices = alias.choices if isinstance(alias, AliasChoices) else ()
+        if location == name or location in choices:
+            return name
+    return None
+
+
+def describe_settings_error(exc: ValidationError) -> str:
+    """One line naming each bad environment variable, its value and what is wrong with it.
+
+    pydantic reports the field or its *first* alias (``BRAINMRI_TUMOR_THRESH`` for a bad
+    ``TUMOR_THRESH``), so the variable is looked up in the environment instead: the message
+    must name what the user actually set. Values of secret-looking settings are not shown.
+    """
+    # Empty values are ignored (env_ignore_empty), so they cannot be the culprit.
+    set_names = {name.upper() for name, value in os.environ.items() if value}
+    problems = []
+    for error in exc.errors():
+        location = error["loc"][0] if error["loc"] else None
+        field = _field_of(location)
+        if field is None:
+            problems.append(f"{location or 'settings'}: {error['msg']}")
+            continue
+        names = env_names(field, Settings.model_fields[field])
+        variable = next((name for name in names if name in set_names), names[0])
+        shown = "" if any(word in field for word in _SECRET_WORDS) else f"={error['input']!r:.60}"
+        problems.append(f"{variable}{shown}: {error['msg']}")
+    return "invalid setting " + "; ".join(problems)
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    """The process-wide settings, read from the environment once."""
-    return Settings()
+    """The process-wide settings, read from the environment once.
+
+    A bad value becomes a :class:`ConfigurationError` with one readable line, which the CLI
+    prints (exit 2) and services fail on, instead of a pydantic traceback naming an alias.
+    """
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise ConfigurationError(describe_settings_error(exc)) from None

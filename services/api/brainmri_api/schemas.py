@@ -69,8 +69,13 @@ class EvaluateRequest(BaseModel):
     )
     tta: bool = False
     threshold: float | None = Field(None, ge=0.0, le=1.0)
+    # The upper bound is a setting (BRAINMRI_MAX_EVAL_IMAGES), so the evaluate route checks it:
+    # this model cannot see the app's settings.
     limit: int = Field(
-        0, ge=0, description="Score at most this many images, balanced across classes (0: all)."
+        0,
+        ge=0,
+        description="Score at most this many images, balanced across classes (0: all). At most "
+        "`BRAINMRI_MAX_EVAL_IMAGES` (a larger limit is a 422).",
     )
 
 

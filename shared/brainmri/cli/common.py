@@ -29,6 +29,19 @@ def str2bool(value: str | bool) -> bool:
     raise argparse.ArgumentTypeError(f"expected true/false, got {value!r}")
 
 
+def unit_interval(value: str) -> float:
+    """argparse type of a probability threshold: a number from 0 to 1. The same range the
+    ``TUMOR_THRESH`` setting and the API enforce, so ``--threshold 50`` (a percentage) is a
+    usage error instead of a silent "nothing has a tumour"."""
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number from 0 to 1, got {value!r}") from None
+    if not 0.0 <= number <= 1.0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be from 0 to 1, got {value}")
+    return number
+
+
 def print_json(payload: Any) -> None:
     json.dump(payload, sys.stdout, indent=2, default=str)
     sys.stdout.write("\n")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from brainmri.cli.common import EPILOG
+from brainmri.cli.common import EPILOG, fail, unit_interval
 from brainmri.config import get_settings
 
 
@@ -14,14 +14,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "eval",
         help="evaluate a model on labelled images (report + plots)",
         description="DATA is a folder of class-named subfolders or a CSV manifest. Writes "
-        "predictions.csv, eval_report.json and plots to OUT.",
+        "predictions.csv, eval_report.json, errors.csv (when some inputs failed) and plots to "
+        "OUT, replacing those files from an earlier run. Exits 1 when no image could be "
+        "scored.",
         epilog=EPILOG,
     )
     parser.add_argument("--data", type=Path, required=True, metavar="DIR_or_CSV")
     parser.add_argument("--model", type=Path, default=None, metavar="BUNDLE")
     parser.add_argument("--out", type=Path, required=True, metavar="OUT")
     parser.add_argument("--tta", action="store_true")
-    parser.add_argument("--threshold", type=float, default=None)
+    parser.add_argument(
+        "--threshold",
+        type=unit_interval,
+        default=None,
+        help="operating threshold from 0 to 1 (default: TUMOR_THRESH, else the bundle's)",
+    )
     parser.add_argument(
         "--bootstrap",
         type=int,
@@ -44,7 +51,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from brainmri.data.manifest import load_samples
-    from brainmri.evaluation.report import evaluate, items_from_samples
+    from brainmri.evaluation.report import ERRORS_FILE, evaluate, items_from_samples
     from brainmri.inference.loader import engine_from_settings
     from brainmri.inference.results import resolve_threshold
 
@@ -65,6 +72,13 @@ def run(args: argparse.Namespace) -> int:
         bootstrap_by=args.bootstrap_by,
     )
     r = outcome.report
+    if r["n_scored"] == 0:
+        # Every input failed: there are no metrics, and a script must not read success.
+        return fail(
+            f"no image could be scored ({r['n_failed']} of {r['n_total']} unreadable; "
+            f"see {args.out / ERRORS_FILE})",
+            code=1,
+        )
 
     def fmt(value: float | None) -> str:
         return "n/a" if value is None else f"{value:.4f}"

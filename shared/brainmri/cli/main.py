@@ -7,6 +7,8 @@ import sys
 from collections.abc import Sequence
 from importlib.metadata import entry_points
 
+from pydantic import ValidationError
+
 from brainmri import DISCLAIMER, __version__
 from brainmri.cli import (
     compare,
@@ -19,7 +21,8 @@ from brainmri.cli import (
     settings_doc,
     train,
 )
-from brainmri.errors import BrainMRIError
+from brainmri.config import describe_settings_error
+from brainmri.errors import BrainMRIError, ConfigurationError
 from brainmri.logs import configure_logging
 
 
@@ -54,6 +57,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.handler(args) or 0)
     except BrainMRIError as exc:
         print(f"error [{exc.code}]: {exc}", file=sys.stderr)
+        return 2
+    except ValidationError as exc:
+        # get_settings() already turns a bad environment into a ConfigurationError; this
+        # catches a Settings built elsewhere, so a bad value is never a pydantic traceback.
+        if exc.title != "Settings":
+            raise
+        print(f"error [{ConfigurationError.code}]: {describe_settings_error(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

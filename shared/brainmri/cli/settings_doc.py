@@ -9,19 +9,7 @@ from typing import Any
 from pydantic.fields import FieldInfo
 
 from brainmri.cli.common import EPILOG
-from brainmri.config import Settings
-
-PREFIX = "BRAINMRI_"
-
-
-def env_names(name: str, field: FieldInfo) -> list[str]:
-    """Environment variables that set a field (the prefixed name first)."""
-    names = [f"{PREFIX}{name.upper()}"]
-    alias = field.validation_alias
-    for choice in getattr(alias, "choices", []) or []:
-        if isinstance(choice, str) and choice.isupper() and choice not in names:
-            names.append(choice)
-    return names
+from brainmri.config import Settings, env_names
 
 
 def _default(field: FieldInfo) -> str:
@@ -48,6 +36,7 @@ def env_template() -> str:
     lines = [
         "# brainmri settings - every variable the services read (see README, Settings).",
         "# Research/triage only - not a medical device.",
+        "# A commented or empty (NAME=) setting keeps its default.",
         "",
     ]
     for name, field in Settings.model_fields.items():

@@ -3,7 +3,8 @@
 Artifacts (all in ``out_dir``): ``predictions.csv``, ``eval_report.json``, ``errors.csv`` (only
 when some inputs failed), and, when at least one scored image has a label, the plots
 ``cm_multiclass.png``, ``cm_binary.png``, ``roc_binary.png``, ``pr_binary.png``,
-``threshold_sweep.png``, ``reliability.png``, ``roc_per_class.png``.
+``threshold_sweep.png``, ``reliability.png``, ``roc_per_class.png``. A run first removes
+these names (and nothing else) from ``out_dir``, so a reused folder shows one run only.
 
 A file that cannot be decoded is listed in ``errors.csv`` and excluded from the metrics; it
 never shifts other predictions (each result is tied to its input by index). Images without a
@@ -77,6 +78,18 @@ def items_from_samples(samples: Iterable[Sample]) -> list[EvalItem]:
     return [EvalItem(str(s.path), s.class_name, s.path, group=s.group_id) for s in samples]
 
 
+#: Every file :func:`evaluate` may write; a run removes these (and only these) first.
+OUTPUT_FILES = (REPORT_FILE, PREDICTIONS_FILE, ERRORS_FILE, *PLOT_FILES)
+
+
+def clear_outputs(out_dir: Path) -> None:
+    """Remove what an earlier run left in ``out_dir``, so a reused folder never mixes runs
+    (an old ``errors.csv`` beside a report saying ``n_failed`` 0, plots of another model).
+    Only this module's own file names are touched: ``out_dir`` may be a user's folder."""
+    for name in OUTPUT_FILES:
+        (out_dir / name).unlink(missing_ok=True)
+
+
 @dataclass
 class EvalOutcome:
     report: dict[str, Any]
@@ -103,6 +116,7 @@ def evaluate(
         raise DatasetError("nothing to evaluate: no images found")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    clear_outputs(out_dir)
     done = 0
 
     def tick(_: int, __: object) -> None:

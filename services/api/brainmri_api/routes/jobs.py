@@ -7,6 +7,7 @@ from pathlib import PurePosixPath
 from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Query, Response, UploadFile, status
+from fastapi.exceptions import RequestValidationError
 
 from brainmri.db.jobs import get_job, list_jobs, request_cancel, requeue_failed
 from brainmri.db.models import JobKind, JobStatus
@@ -71,6 +72,22 @@ def create_predict_job(
 def create_evaluate_job(
     state: StateDep, principal: PrincipalDep, request: EvaluateRequest
 ) -> JobCreated:
+    """A ``limit`` above ``BRAINMRI_MAX_EVAL_IMAGES`` is refused here, as the same 422 the
+    schema's own bounds give (the schema cannot see this app's settings): accepted, the job
+    would only fail later asking for a limit the user had already passed."""
+    most = state.settings.max_eval_images
+    if request.limit > most:
+        raise RequestValidationError(
+            [
+                {
+                    "type": "less_than_equal",
+                    "loc": ("body", "limit"),
+                    "msg": f"Input should be at most {most} (BRAINMRI_MAX_EVAL_IMAGES, the "
+                    "most images one evaluation may score)",
+                    "input": request.limit,
+                }
+            ]
+        )
     source = resolve_source(request.source, state.settings)
     params = {
         "source": source.uri,
