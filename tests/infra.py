@@ -341,6 +341,9 @@ def wait_for_job(
     raise AssertionError(f"job {job_id} did not reach {until}: {body}")
 
 
+EMBEDDED_WORKER_QUEUES = ("predict,evaluate", "train")
+
+
 class EmbeddedServer:
     """`brainmri serve` in embedded mode as a real subprocess; ``key`` is the printed API key."""
 
@@ -372,7 +375,11 @@ class EmbeddedServer:
         while time.monotonic() < deadline:
             text = self.log.read_text(errors="replace")
             match = re.search(r"API key \(admin, stored in .*\): (\S+)", text)
-            if match and "worker ready on queues" in text:
+            # Embedded mode starts two workers; both consume before the server counts as up.
+            workers_ready = all(
+                f"worker ready on queues {queues}" in text for queues in EMBEDDED_WORKER_QUEUES
+            )
+            if match and workers_ready:
                 try:
                     if httpx.get(f"{self.base}/healthz", timeout=2).status_code == 200:
                         return match.group(1)

@@ -1,16 +1,18 @@
-"""Embedded mode: ``brainmri serve`` with no services - SQLite, a local folder, its own worker."""
+"""Embedded mode: ``brainmri serve`` with no services - SQLite, a local folder, its own workers."""
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 
 import httpx
 import pytest
 
 from brainmri.phantom import phantom_png, write_phantom_dataset
-from tests.infra import EmbeddedServer
+from tests.infra import EMBEDDED_WORKER_QUEUES, EmbeddedServer
 
 
 @pytest.fixture(scope="module")
@@ -19,6 +21,7 @@ def server(
 ) -> Iterator[EmbeddedServer]:
     base = tmp_path_factory.mktemp("embedded")
     write_phantom_dataset(base / "allowed" / "eval", per_class=3, size=64, seed=2)
+    write_phantom_dataset(base / "allowed" / "train", per_class=10, size=48, seed=4)
     running = EmbeddedServer(base / "data", platform_bundle, base / "allowed")
     yield running
     running.stop()
@@ -59,5 +62,66 @@ def test_predict_and_evaluate_jobs_with_no_services(server: EmbeddedServer) -> N
         assert ready.status_code == 200, ready.text
     objects = Path(server.log).parent / "data" / "objects"
     assert (objects / "uploads" / created["job_id"] / "input.png").is_file()
-    assert (objects / "artifacts" / created["job_id"] / "cam.png").is_file()
+    assert (objects / "artifacts" / created["job_id"] / "1" / "cam.png").is_file()  # attempt 1
     assert (Path(server.log).parent / "data" / "brainmri.db").is_file()
+
+
+def _wait_status(
+    client: httpx.Client, job_id: str, statuses: tuple[str, ...], timeout: float
+) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        body = client.get(f"/v1/jobs/{job_id}").json()
+        if body["status"] in statuses:
+            return body
+        time.sleep(0.2)
+    raise AssertionError(f"job {job_id} never reached {statuses}: {body}")
+
+
+def test_a_running_train_job_does_not_hold_up_predictions(server: EmbeddedServer) -> None:
+    """Two workers: predict/evaluate in one, train in the other, so a train job (up to 48 h)
+    never makes predictions wait behind it."""
+    log = Path(server.log).read_text(errors="replace")
+    for queues in EMBEDDED_WORKER_QUEUES:
+        assert f"worker ready on queues {queues}" in log, log[-3000:]
+    headers = {"X-API-Key": server.key}
+    with httpx.Client(base_url=server.base, headers=headers, timeout=30) as client:
+        train = client.post(
+            "/v1/jobs/train",
+            json={
+                "dataset": str(Path(server.log).parent / "allowed" / "train"),
+                "recipe": "simple",
+                "arch": "resnet18",
+                "img_size": 32,
+                "batch_size": 8,
+                "epochs": 500,  # far longer than this test; it is cancelled at the end
+                "val_frac": 0.2,
+                "test_frac": 0.2,
+            },
+        )
+        assert train.status_code == 202, train.text
+        train_id = train.json()["job_id"]
+        _wait_status(client, train_id, ("running",), timeout=120)
+        predict = client.post(
+            "/v1/jobs/predict",
+            data={"cam": "false"},
+            files={"file": ("s.png", phantom_png("glioma", seed=5, size=64), "image/png")},
+        )
+        assert predict.status_code == 202, predict.text
+        predict_id = predict.json()["job_id"]
+        done = _wait_status(client, predict_id, ("succeeded", "failed"), timeout=180)
+        assert done["status"] == "succeeded", done
+        assert client.get(f"/v1/jobs/{train_id}").json()["status"] == "running"
+        assert client.post(f"/v1/jobs/{train_id}/cancel").status_code == 202
+        ended = ("cancelled", "failed", "succeeded")
+        cancelled = _wait_status(client, train_id, ended, timeout=120)
+        assert cancelled["status"] == "cancelled", cancelled
+    database = Path(server.log).parent / "data" / "brainmri.db"
+    with closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as connection:
+        workers = dict(
+            connection.execute(
+                "SELECT id, worker FROM jobs WHERE id IN (?, ?)", (train_id, predict_id)
+            ).fetchall()
+        )
+    assert workers[train_id] and workers[predict_id]
+    assert workers[train_id] != workers[predict_id]  # two worker processes, one per group

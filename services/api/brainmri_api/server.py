@@ -1,4 +1,11 @@
-"""``brainmri serve``: the API, plus (in embedded mode) its own worker in a child process."""
+"""``brainmri serve``: the API, plus (in embedded mode) its own workers in child processes.
+
+Embedded mode runs two workers: one for predict and evaluate, one for train. A train job may
+run for hours (limit 48 h) and a worker runs one job at a time, so with a single worker every
+prediction would wait behind it; services mode has a separate trainer for the same reason.
+Both write the same SQLite file, which is safe: the database is opened in WAL mode with a
+30 s busy timeout (:mod:`brainmri.db.session`), and the API already writes it alongside.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +18,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 
 from brainmri import DISCLAIMER
 from brainmri.cli.common import EPILOG
@@ -19,18 +27,25 @@ from brainmri.config import Settings, get_settings
 log = logging.getLogger(__name__)
 
 
+# The queues embedded mode consumes (BRAINMRI_WORKER_QUEUES may narrow them), and the one
+# given a worker process of its own so that it never holds up the others.
+EMBEDDED_QUEUES = "predict,evaluate,train"
+OWN_WORKER_QUEUE = "train"
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "serve",
-        help="run the HTTP API (embedded mode: with its own worker)",
+        help="run the HTTP API (embedded mode: with its own workers)",
         epilog=EPILOG,
         description="With no BRAINMRI_BROKER_URL set this is embedded mode: SQLite, a local "
-        "object folder and a worker started alongside, all under BRAINMRI_DATA_DIR.",
+        "object folder and two workers started alongside (predict/evaluate, and train), all "
+        "under BRAINMRI_DATA_DIR.",
     )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
     parser.add_argument(
-        "--no-worker", action="store_true", help="embedded mode without the bundled worker"
+        "--no-worker", action="store_true", help="embedded mode without the bundled workers"
     )
     parser.set_defaults(handler=run)
 
@@ -49,22 +64,66 @@ def embedded_api_key(settings: Settings) -> str:
 
 
 def _die_with_parent() -> None:
-    """Linux: the embedded worker gets SIGTERM if `serve` dies, even by SIGKILL (no orphans)."""
+    """Linux: each embedded worker gets SIGTERM if `serve` dies, even by SIGKILL (no orphans)."""
     if sys.platform.startswith("linux"):
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
-def _stop_if_worker_dies(worker: subprocess.Popen[bytes]) -> None:
-    """Embedded mode is one service: if its worker exits, stop the API too (no silent queue)."""
+# Set once `serve` stops its workers: a worker killed then is no reason to interrupt the
+# shutdown that is still stopping the other one.
+_stopping = threading.Event()
+
+
+def _stop_if_worker_dies(worker: subprocess.Popen[bytes], queues: str) -> None:
+    """Embedded mode is one service: if a worker exits, stop the API too (no silent queue)."""
 
     def watch() -> None:
         code = worker.wait()
-        if code not in (0, -signal.SIGTERM):
-            log.error("embedded worker exited with status %s; stopping the API", code)
+        if code not in (0, -signal.SIGTERM) and not _stopping.is_set():
+            log.error("embedded worker (%s) exited with status %s; stopping the API", queues, code)
             os.kill(os.getpid(), signal.SIGINT)
 
-    threading.Thread(target=watch, name="worker-watchdog", daemon=True).start()
+    threading.Thread(target=watch, name=f"worker-watchdog-{queues}", daemon=True).start()
+
+
+def embedded_worker_queues(requested: str) -> list[str]:
+    """Split the queues into worker groups: ``train`` alone, everything else together."""
+    queues = [queue.strip() for queue in requested.split(",") if queue.strip()]
+    rest = [queue for queue in queues if queue != OWN_WORKER_QUEUE]
+    groups = [",".join(rest)] if rest else []
+    return groups + ([OWN_WORKER_QUEUE] if OWN_WORKER_QUEUE in queues else [])
+
+
+def _start_workers(settings: Settings) -> dict[str, subprocess.Popen[bytes]]:
+    """One worker process per queue group, each watched; beat runs in the train worker,
+    the one that loads the trainer's tasks and with them the retrain schedule."""
+    groups = embedded_worker_queues(os.environ["BRAINMRI_WORKER_QUEUES"])
+    beat_group = OWN_WORKER_QUEUE if OWN_WORKER_QUEUE in groups else next(iter(groups), None)
+    workers: dict[str, subprocess.Popen[bytes]] = {}
+    for queues in groups:
+        command = [sys.executable, "-m", "brainmri.cli.main", "worker", "--queues", queues]
+        if settings.retrain_schedule and queues == beat_group:
+            command.append("--beat")
+        workers[queues] = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+            command, env=os.environ.copy(), preexec_fn=_die_with_parent
+        )
+        _stop_if_worker_dies(workers[queues], queues)
+    return workers
+
+
+def _stop_workers(workers: dict[str, subprocess.Popen[bytes]], timeout: float = 15.0) -> None:
+    """SIGTERM all at once (a warm shutdown each), then kill whatever outlives ``timeout``."""
+    _stopping.set()
+    for worker in workers.values():
+        worker.terminate()
+    deadline = time.monotonic() + timeout
+    for worker in workers.values():
+        try:
+            worker.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait()
 
 
 def run(args: argparse.Namespace) -> int:
@@ -74,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
 
     settings = get_settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    worker: subprocess.Popen[bytes] | None = None
+    workers: dict[str, subprocess.Popen[bytes]] = {}
     if settings.embedded:
         if not settings.api_keys:
             if settings.environment == "production":
@@ -87,22 +146,17 @@ def run(args: argparse.Namespace) -> int:
             key = embedded_api_key(settings)
             os.environ["BRAINMRI_API_KEYS"] = f"{key}:admin"
             print(f"API key (admin, stored in {settings.api_key_file}): {key}", flush=True)
-        os.environ.setdefault("BRAINMRI_WORKER_QUEUES", "predict,evaluate,train")
+        if not os.environ.get("BRAINMRI_WORKER_QUEUES"):  # empty counts as unset
+            os.environ["BRAINMRI_WORKER_QUEUES"] = EMBEDDED_QUEUES
         get_settings.cache_clear()
         settings = get_settings()
         upgrade(settings.resolved_database_url)
         if not args.no_worker:
-            command = [sys.executable, "-m", "brainmri.cli.main", "worker"]
-            if settings.retrain_schedule:
-                command.append("--beat")
-            worker = subprocess.Popen(  # noqa: S603 - our own interpreter and module
-                command, env=os.environ.copy(), preexec_fn=_die_with_parent
-            )
-            _stop_if_worker_dies(worker)
+            workers = _start_workers(settings)
+        described = ", ".join(f"{queues} pid {w.pid}" for queues, w in workers.items())
         print(
             f"embedded mode: database {settings.resolved_database_url}, objects "
-            f"{settings.resolved_object_store_url}, worker pid "
-            f"{worker.pid if worker else 'none'}",
+            f"{settings.resolved_object_store_url}, workers: {described or 'none'}",
             flush=True,
         )
     else:
@@ -123,10 +177,5 @@ def run(args: argparse.Namespace) -> int:
             timeout_keep_alive=5,
         )
     finally:
-        if worker is not None:
-            worker.terminate()
-            try:
-                worker.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                worker.kill()
+        _stop_workers(workers)
     return 0

@@ -12,7 +12,7 @@ import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from brainmri.config import Settings
 from brainmri.data.builder import build_dataset_from_items
@@ -28,7 +28,12 @@ from brainmri.jobs.runtime import JobCancelled, JobContext, JobOutcome
 from brainmri.models.bundle import load_bundle
 from brainmri.registry.cache import ProductionModel
 from brainmri.registry.gate import promotion_gate
-from brainmri.registry.versions import bundle_prefix, promote, register_bundle
+from brainmri.registry.versions import (
+    ProductionChangedError,
+    bundle_prefix,
+    promote,
+    register_bundle,
+)
 from brainmri.sources import resolve_source
 from brainmri.training.recipes import TrainConfig, make_config
 from brainmri.training.trainer import EpochReport, Trainer, TrainHooks, TrainingCancelled
@@ -210,7 +215,7 @@ def run_train(ctx: JobContext) -> JobOutcome:
             "best_epoch": result.best_epoch,
             "val_macro_f1": result.best_macro_f1,
         }
-        promoted = _register(
+        registration = _register(
             ctx,
             result.bundle_dir,
             metrics,
@@ -219,12 +224,14 @@ def run_train(ctx: JobContext) -> JobOutcome:
             auto_promote=bool(params.get("auto_promote", True)),
         )
     version = candidate.version
+    promoted = registration.promoted
     return JobOutcome(
         result={
             "model_version": version,
             "stage": ModelStage.PRODUCTION.value if promoted else ModelStage.CANDIDATE.value,
             "promoted": promoted,
             "gate": decision.reason,
+            "stage_reason": registration.stage_reason,
             "test_metrics": metrics["test"],
             "production_metrics": metrics["production_on_same_test"],
             "production_version": production_engine.version,
@@ -260,6 +267,11 @@ def _epoch_progress(ctx: JobContext, report: EpochReport) -> None:
     )
 
 
+class Registration(NamedTuple):
+    promoted: bool
+    stage_reason: str
+
+
 def _register(
     ctx: JobContext,
     bundle_dir: Path,
@@ -268,8 +280,15 @@ def _register(
     decision: Any,
     *,
     auto_promote: bool,
-) -> bool:
-    """Upload + record the candidate in one step; on any failure remove what was uploaded."""
+) -> Registration:
+    """Upload + record the candidate in one step; on any failure remove what was uploaded.
+
+    The gate compared the candidate with ``metrics["production_version"]``, read before the
+    evaluation; a train job runs for hours, and an admin may promote or roll back meanwhile.
+    The promotion is therefore a compare-and-swap against that version: if production is
+    another one now, the gate's verdict says nothing about it, so the model stays a candidate
+    (the job still succeeds) with a reason saying so, instead of silently replacing it.
+    """
     settings = ctx.settings
     promote_now = auto_promote and decision.promote
     metadata = load_bundle(bundle_dir).metadata
@@ -286,14 +305,25 @@ def _register(
             )
             row.data_fingerprint = source_fingerprint
             if promote_now:
-                promote(
-                    session,
-                    version=row.version,
-                    by=f"gate (job {ctx.job_id})",
-                    reason=decision.reason,
-                )
+                compared = metrics.get("production_version")
+                try:
+                    promote(
+                        session,
+                        version=row.version,
+                        by=f"gate (job {ctx.job_id})",
+                        reason=decision.reason,
+                        expected_production=compared,
+                    )
+                except ProductionChangedError as exc:
+                    promote_now = False
+                    row.stage_reason = (
+                        f"production changed from {exc.expected} to {exc.actual or 'none'} "
+                        "during training; not promoted - compare again or promote by hand "
+                        f"(gate vs {exc.expected}: {decision.reason})"
+                    )
             elif not auto_promote:
                 row.stage_reason = f"auto-promotion off; gate would say: {decision.reason}"
+            stage_reason = row.stage_reason or ""
     except BaseException:
         ctx.store.delete_prefix(bundle_prefix(settings.model_name, metadata.version))
         raise
@@ -301,6 +331,6 @@ def _register(
         "registered %s as %s: %s",
         metadata.version,
         "production" if promote_now else "candidate",
-        decision.reason,
+        stage_reason,
     )
-    return promote_now
+    return Registration(promote_now, stage_reason)

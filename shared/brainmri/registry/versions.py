@@ -146,10 +146,40 @@ def _production_among(rows: list[ModelVersion]) -> ModelVersion | None:
     return next((row for row in rows if row.stage == ModelStage.PRODUCTION), None)
 
 
-def promote(session: Session, *, version: str, by: str, reason: str | None = None) -> ModelVersion:
-    """Make ``version`` production and archive the current one, in the caller's transaction."""
+class ProductionChangedError(RegistryConflictError):
+    """Production is no longer the version the caller compared against (nothing was changed)."""
+
+    code = "production_changed"
+
+    def __init__(self, expected: str, actual: str | None) -> None:
+        super().__init__(f"production changed from {expected} to {actual or 'none'}")
+        self.expected = expected
+        self.actual = actual
+
+
+def promote(
+    session: Session,
+    *,
+    version: str,
+    by: str,
+    reason: str | None = None,
+    expected_production: str | None = None,
+) -> ModelVersion:
+    """Make ``version`` production and archive the current one, in the caller's transaction.
+
+    ``expected_production`` makes this a compare-and-swap: a promotion decided by comparing
+    against one production version (the trainer's gate, hours earlier) must not replace a
+    different one an admin promoted or rolled back to meanwhile. It is checked under the
+    model's row locks, so no promotion can slip in between the check and the switch; on a
+    mismatch :class:`ProductionChangedError` is raised before anything is written. ``None``
+    skips the check (manual promotions replace whatever is current, by intent).
+    """
     target = get_version(session, version)
     current = _production_among(_lock_model_rows(session, target.name))
+    if expected_production is not None:
+        actual = current.version if current is not None else None
+        if actual != expected_production:
+            raise ProductionChangedError(expected_production, actual)
     return _switch_production(session, target, current, by=by, reason=reason)
 
 

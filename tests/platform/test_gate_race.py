@@ -1,0 +1,135 @@
+"""The gate's promotion is a compare-and-swap against the production version it compared with.
+
+A train job reads production, trains for hours, then promotes. If an admin promotes or rolls
+back meanwhile, the gate's verdict is about a model that is no longer production: the
+candidate must then be registered only, and the admin's choice must stay in production.
+Real PostgreSQL (a fresh database), real object store folder, the trainer's own registration.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from brainmri.config import Settings
+from brainmri.db.models import Job, ModelStage, ModelVersion
+from brainmri.db.session import session_scope
+from brainmri.jobs.runtime import JobContext
+from brainmri.registry.gate import GateDecision
+from brainmri.registry.versions import ProductionChangedError, promote, register_bundle
+from brainmri.storage import open_store
+from brainmri_trainer.train_job import _register
+from tests.conftest import make_bundle
+from tests.infra import fresh_database
+
+PASSING = GateDecision(True, "macro-F1 0.9600 vs production 0.9500 (gain +0.0100)")
+
+
+@pytest.fixture
+def registry(tmp_path: Path) -> Iterator[tuple[Settings, Path]]:
+    """A Postgres registry with v1 in production and v2 registered as a candidate."""
+    base = tmp_path / "base"
+    make_bundle(base, img_size=32, seed=1)
+    with fresh_database() as url:
+        settings = Settings(database_url=url, data_dir=tmp_path / "data", model_dir=base)
+        store = open_store(settings)
+        with session_scope(url) as session:
+            register_bundle(
+                session,
+                store,
+                _versioned(base, tmp_path, "v1"),
+                name="brainmri",
+                stage="production",
+            )
+            register_bundle(session, store, _versioned(base, tmp_path, "v2"), name="brainmri")
+        yield settings, base
+
+
+def _versioned(base: Path, tmp_path: Path, version: str) -> Path:
+    folder = tmp_path / f"bundle-{version}"
+    shutil.copytree(base, folder)
+    metadata = json.loads((folder / "metadata.json").read_text())
+    metadata["version"] = version
+    (folder / "metadata.json").write_text(json.dumps(metadata))
+    return folder
+
+
+def _context(settings: Settings) -> JobContext:
+    return JobContext(settings, Job(id="train-job-1", kind="train", params={}), attempt=1)
+
+
+def _stages(url: str) -> dict[str, tuple[ModelStage, str | None]]:
+    with session_scope(url) as session:
+        return {
+            row.version: (ModelStage(row.stage), row.stage_reason)
+            for row in session.query(ModelVersion).all()
+        }
+
+
+def test_production_changed_during_training_registers_the_candidate_only(
+    registry: tuple[Settings, Path], tmp_path: Path
+) -> None:
+    settings, base = registry
+    url = settings.resolved_database_url
+    # The train job compared its candidate with v1; while it trained, an admin promoted v2.
+    with session_scope(url) as session:
+        promote(session, version="v2", by="admin", reason="manual")
+    registration = _register(
+        _context(settings),
+        _versioned(base, tmp_path, "cand"),
+        {"production_version": "v1"},
+        "fingerprint",
+        PASSING,
+        auto_promote=True,
+    )
+    assert registration.promoted is False
+    stages = _stages(url)
+    assert stages["v2"] == (ModelStage.PRODUCTION, "manual")
+    assert stages["v1"][0] == ModelStage.ARCHIVED
+    stage, reason = stages["cand"]
+    assert stage == ModelStage.CANDIDATE
+    assert reason == registration.stage_reason
+    assert reason is not None
+    assert "production changed from v1 to v2 during training; not promoted" in reason
+    assert "compare again or promote by hand" in reason
+    # The bundle stays registered and stored, so an admin can still promote it by hand.
+    assert open_store(settings).exists("models/brainmri/cand/metadata.json")
+
+
+def test_production_unchanged_still_promotes(
+    registry: tuple[Settings, Path], tmp_path: Path
+) -> None:
+    settings, base = registry
+    url = settings.resolved_database_url
+    registration = _register(
+        _context(settings),
+        _versioned(base, tmp_path, "cand"),
+        {"production_version": "v1"},
+        "fingerprint",
+        PASSING,
+        auto_promote=True,
+    )
+    assert registration.promoted is True
+    stages = _stages(url)
+    assert stages["cand"] == (ModelStage.PRODUCTION, PASSING.reason)
+    assert stages["v1"] == (ModelStage.ARCHIVED, "replaced by cand")
+
+
+def test_promote_with_a_stale_expectation_changes_nothing(
+    registry: tuple[Settings, Path],
+) -> None:
+    settings, _ = registry
+    url = settings.resolved_database_url
+    with session_scope(url) as session:
+        promote(session, version="v2", by="admin")
+    with pytest.raises(ProductionChangedError) as raised, session_scope(url) as session:
+        promote(session, version="v1", by="gate", expected_production="v1")
+    assert (raised.value.expected, raised.value.actual) == ("v1", "v2")
+    assert _stages(url)["v2"][0] == ModelStage.PRODUCTION
+    with session_scope(url) as session:  # the matching expectation goes through
+        promote(session, version="v1", by="gate", expected_production="v2")
+    assert _stages(url)["v1"][0] == ModelStage.PRODUCTION
