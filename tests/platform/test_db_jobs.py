@@ -16,6 +16,7 @@ from brainmri.db.jobs import (
     claim_job,
     complete_job,
     create_job,
+    ended_without_result,
     fail_job,
     heartbeat,
     reap,
@@ -214,3 +215,81 @@ def test_release_for_retry_does_not_count_as_an_attempt(db_url: str) -> None:
     with session_scope(db_url) as session:
         assert fail_job(session, job_id=job_id, attempt=1, code="x", message="y")
         assert session.get(Job, job_id).error == {"code": "x", "message": "y", "retryable": False}
+
+
+CANCELLED = {"code": "cancelled", "message": "cancelled by request", "retryable": False}
+
+
+def test_a_cancelled_job_whose_worker_died_is_cancelled_by_the_reaper(db_url: str) -> None:
+    job_id = _new_job(db_url)
+    _claim(db_url, job_id)
+    with session_scope(db_url) as session:
+        assert request_cancel(session, job_id=job_id).status == "running"
+    later = utcnow() + timedelta(seconds=60)  # its worker died before seeing the request
+    with session_scope(db_url) as session:
+        result = reap(
+            session, stale_before=later, queued_before=utcnow() - timedelta(hours=1), max_attempts=3
+        )
+    assert job_id in result.cancelled
+    assert job_id not in result.failed
+    assert (job_id, "predict") not in result.requeue
+    with session_scope(db_url) as session:
+        job = session.get(Job, job_id)
+        assert (job.status, job.error, job.attempts) == ("cancelled", CANCELLED, 1)
+        assert job.finished_at is not None
+        assert ended_without_result(session, job_id=job_id)
+    assert _claim(db_url, job_id, stale_seconds=-1) is None  # a redelivery cannot run it
+
+
+def test_claim_refuses_and_cancels_a_job_asked_to_stop(db_url: str) -> None:
+    stale = _new_job(db_url)
+    released = _new_job(db_url)
+    attempts = {job_id: _claim(db_url, job_id) for job_id in (stale, released)}
+    with session_scope(db_url) as session:
+        for job_id in (stale, released):
+            request_cancel(session, job_id=job_id)
+        # A storage outage hands this one back to the queue after the cancel request.
+        assert release_for_retry(session, job_id=released, attempt=attempts[released])
+    assert _claim(db_url, stale, worker="w2", stale_seconds=-1) is None
+    assert _claim(db_url, released, worker="w2") is None
+    with session_scope(db_url) as session:
+        for job_id in (stale, released):
+            job = session.get(Job, job_id)
+            assert (job.status, job.error) == ("cancelled", CANCELLED)
+
+
+def test_reaper_cancels_a_queued_job_asked_to_stop_instead_of_resending_it(db_url: str) -> None:
+    job_id = _new_job(db_url)
+    attempt = _claim(db_url, job_id)
+    with session_scope(db_url) as session:
+        request_cancel(session, job_id=job_id)
+        assert release_for_retry(session, job_id=job_id, attempt=attempt)
+    with session_scope(db_url) as session:
+        result = reap(
+            session,
+            stale_before=utcnow(),
+            queued_before=utcnow() + timedelta(seconds=1),
+            max_attempts=3,
+        )
+    assert job_id in result.cancelled
+    assert (job_id, "predict") not in result.requeue
+    with session_scope(db_url) as session:
+        assert session.get(Job, job_id).status == "cancelled"
+
+
+def test_only_jobs_over_for_good_without_a_result_have_garbage_artifacts(db_url: str) -> None:
+    final, retryable, done, running = (_new_job(db_url) for _ in range(4))
+    for job_id in (final, retryable, done, running):
+        _claim(db_url, job_id)
+    with session_scope(db_url) as session:
+        assert fail_job(session, job_id=final, attempt=1, code="bad_input", message="x")
+        assert fail_job(
+            session, job_id=retryable, attempt=1, code="storage", message="x", retryable=True
+        )
+        assert complete_job(session, job_id=done, attempt=1, result={}, model_version="v")
+    with session_scope(db_url) as session:
+        assert ended_without_result(session, job_id=final)
+        assert not ended_without_result(session, job_id=retryable)  # may be requeued
+        assert not ended_without_result(session, job_id=done)
+        assert not ended_without_result(session, job_id=running)
+        assert not ended_without_result(session, job_id="no-such-job")

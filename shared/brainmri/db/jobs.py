@@ -6,12 +6,15 @@ API calls can never both win: a worker *claims* a job (``queued`` -> ``running``
 that every later write must present. A worker that lost its claim (it was presumed dead and the
 job was given to another) can therefore no longer complete, fail or heartbeat the job, and a
 job's predictions are written exactly once, in the same transaction that marks it succeeded.
+
+A cancel request is final: a job whose worker died after it was asked to stop is finished as
+cancelled (by the reaper, or by the next claim) rather than run again.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -116,8 +119,11 @@ def claim_job(
 ) -> Claim | None:
     """Take the job for this worker, or None (finished, cancelled, or someone else has it).
 
-    A job that has already crashed ``max_attempts`` workers is marked failed instead of being
-    run again, so a poison job cannot loop forever.
+    A claimable job that was asked to stop (its worker died, or it was released for a retry,
+    after the request) is finished as cancelled instead of being run. A job that has already
+    crashed ``max_attempts`` workers is marked failed instead of being run again, so a poison
+    job cannot loop forever. Either way its artifacts are the caller's to remove (see
+    :func:`ended_without_result`).
     """
     now = utcnow()
     claimable = or_(
@@ -126,7 +132,12 @@ def claim_job(
     )
     result = session.execute(
         update(Job)
-        .where(Job.id == job_id, claimable, Job.attempts < max_attempts)
+        .where(
+            Job.id == job_id,
+            claimable,
+            Job.attempts < max_attempts,
+            Job.cancel_requested.is_(False),
+        )
         .values(
             status=JobStatus.RUNNING,
             attempts=Job.attempts + 1,
@@ -140,6 +151,7 @@ def claim_job(
         job = session.get(Job, job_id, populate_existing=True)
         assert job is not None
         return Claim(job, job.attempts)
+    _cancel(session, (Job.id == job_id, claimable, Job.cancel_requested.is_(True)), now)
     session.execute(
         update(Job)
         .where(Job.id == job_id, claimable, Job.attempts >= max_attempts)
@@ -160,6 +172,28 @@ def _poison_error(attempts: int) -> dict[str, Any]:
         "retryable": False,
         "message": f"the job stopped {attempts} workers without finishing",
     }
+
+
+def _cancelled_error() -> dict[str, Any]:
+    """The error of a cancelled job, the same whoever finishes it (API, worker or reaper)."""
+    return {"code": "cancelled", "message": "cancelled by request", "retryable": False}
+
+
+def ended_without_result(session: Session, *, job_id: str) -> bool:
+    """True when the job is over for good and produced nothing: its artifacts are garbage.
+
+    Cancelled jobs and jobs failed with an error that cannot be retried never run again
+    (:func:`requeue_failed` takes only retryable failures), so no attempt can ever record the
+    files under their artifact folder. A retryable failure may still be requeued, and a
+    succeeded job's files are its result.
+    """
+    row = session.execute(select(Job.status, Job.error).where(Job.id == job_id)).one_or_none()
+    if row is None:
+        return False
+    status, error = row
+    if status == JobStatus.CANCELLED:
+        return True
+    return status == JobStatus.FAILED and not (error or {}).get("retryable")
 
 
 def _owned(job_id: str, attempt: int) -> tuple[Any, ...]:
@@ -277,7 +311,7 @@ def request_cancel(session: Session, *, job_id: str) -> Job | None:
             status=JobStatus.CANCELLED,
             finished_at=utcnow(),
             cancel_requested=True,
-            error={"code": "cancelled", "message": "cancelled by request", "retryable": False},
+            error=_cancelled_error(),
         )
         .execution_options(synchronize_session=False)
     )
@@ -318,8 +352,11 @@ def requeue_failed(session: Session, *, job_id: str) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class ReapResult:
+    """What one reaper pass did; ``failed`` and ``cancelled`` jobs' artifacts are garbage."""
+
     requeue: list[tuple[str, str]]  # (job id, kind) to send to the broker again
     failed: list[str]
+    cancelled: list[str] = field(default_factory=list)
 
 
 def reap(
@@ -329,22 +366,30 @@ def reap(
     queued_before: datetime,
     max_attempts: int,
 ) -> ReapResult:
-    """Find jobs whose worker died (stale heartbeat) or whose broker message was lost."""
+    """Find jobs whose worker died (stale heartbeat) or whose broker message was lost.
+
+    Such a job that was asked to stop is finished as cancelled, never sent again.
+    """
     now = utcnow()
     requeue: list[tuple[str, str]] = []
     failed: list[str] = []
+    cancelled: list[str] = []
     stale = session.execute(
-        select(Job.id, Job.kind, Job.attempts).where(
+        select(Job.id, Job.kind, Job.attempts, Job.cancel_requested).where(
             Job.status == JobStatus.RUNNING, Job.heartbeat_at < stale_before
         )
     ).all()
-    for job_id, kind, attempts in stale:
+    for job_id, kind, attempts, cancel_requested in stale:
         still_stale = (
             Job.id == job_id,
             Job.status == JobStatus.RUNNING,
             Job.heartbeat_at < stale_before,
             Job.attempts == attempts,
         )
+        if cancel_requested:
+            if _cancel(session, still_stale, now):
+                cancelled.append(job_id)
+            continue
         if attempts >= max_attempts:
             updated = session.execute(
                 update(Job)
@@ -372,24 +417,40 @@ def reap(
         if updated.rowcount:
             requeue.append((job_id, kind))
     lost = session.execute(
-        select(Job.id, Job.kind).where(
+        select(Job.id, Job.kind, Job.cancel_requested).where(
             Job.status == JobStatus.QUEUED, Job.enqueued_at < queued_before
         )
     ).all()
-    for job_id, kind in lost:
+    for job_id, kind, cancel_requested in lost:
+        still_lost = (
+            Job.id == job_id,
+            Job.status == JobStatus.QUEUED,
+            Job.enqueued_at < queued_before,
+        )
+        if cancel_requested:  # released for a retry after the request: do not send it again
+            if _cancel(session, still_lost, now):
+                cancelled.append(job_id)
+            continue
         updated = session.execute(
             update(Job)
-            .where(
-                Job.id == job_id,
-                Job.status == JobStatus.QUEUED,
-                Job.enqueued_at < queued_before,
-            )
+            .where(*still_lost)
             .values(enqueued_at=now)
             .execution_options(synchronize_session=False)
         )
         if updated.rowcount:
             requeue.append((job_id, kind))
-    return ReapResult(requeue, failed)
+    return ReapResult(requeue, failed, cancelled)
+
+
+def _cancel(session: Session, where: tuple[Any, ...], now: datetime) -> bool:
+    """Finish the job matched by ``where`` as cancelled; False if it no longer matches."""
+    updated = session.execute(
+        update(Job)
+        .where(*where)
+        .values(status=JobStatus.CANCELLED, finished_at=now, error=_cancelled_error())
+        .execution_options(synchronize_session=False)
+    )
+    return updated.rowcount == 1
 
 
 def delete_job(session: Session, job_id: str) -> None:

@@ -1,4 +1,8 @@
-"""Gives jobs of dead workers and lost broker messages back to the queue."""
+"""Gives jobs of dead workers and lost broker messages back to the queue.
+
+Jobs it finishes instead (poison jobs, and jobs that were asked to stop) lose their artifacts
+once that is committed: nothing can reference them any more.
+"""
 
 from __future__ import annotations
 
@@ -12,13 +16,18 @@ from brainmri.config import Settings
 from brainmri.db.jobs import ReapResult, reap
 from brainmri.db.session import session_scope
 from brainmri.db.types import utcnow
+from brainmri.jobs.artifacts import remove_artifacts
 from brainmri.jobs.enqueue import send_job
+from brainmri.storage import open_store
 
 log = logging.getLogger(__name__)
 
 
 def reap_once(settings: Settings, app: Celery) -> ReapResult:
-    """One pass: requeue stale or lost jobs (after the transaction commits), fail poison jobs."""
+    """One pass: requeue stale or lost jobs, fail poison jobs, finish cancelled ones.
+
+    Messages are sent and artifacts removed only after the transaction commits.
+    """
     now = utcnow()
     with session_scope(settings.resolved_database_url) as session:
         result = reap(
@@ -39,6 +48,12 @@ def reap_once(settings: Settings, app: Celery) -> ReapResult:
             log.exception("could not requeue job %s", job_id)
     for job_id in result.failed:
         log.error("job %s failed: it stopped %d workers", job_id, settings.job_max_attempts)
+    for job_id in result.cancelled:
+        log.warning("job %s cancelled: it was asked to stop and its worker is gone", job_id)
+    if result.failed or result.cancelled:
+        store = open_store(settings)
+        for job_id in result.failed + result.cancelled:
+            remove_artifacts(store, job_id)
     return result
 
 

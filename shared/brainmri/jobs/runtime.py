@@ -8,7 +8,13 @@
    guarded by the claim's attempt number;
 4. maps failures by type: input errors fail the job at once, object-store outages are retried
    with exponential backoff (then fail as ``retryable``), time limits and unexpected errors fail
-   it with a clear code; artifacts of a failed or cancelled job are removed.
+   it with a clear code.
+
+Artifacts are written per attempt (see :mod:`brainmri.jobs.artifacts`) and removed only after
+the job row, under the attempt's fence, says nothing can reference them: a failed or cancelled
+attempt's once its failure is recorded, a discarded attempt's once its result was refused, other
+attempts' once the winner's success is recorded, and all of a job's once it ended for good
+without a result (poison or cancelled) when a redelivered message finds it so.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from brainmri.config import Settings, get_settings
 from brainmri.db.jobs import (
     claim_job,
     complete_job,
+    ended_without_result,
     fail_job,
     heartbeat,
     release_for_retry,
@@ -38,6 +45,11 @@ from brainmri.db.models import Job, JobStatus
 from brainmri.db.session import session_scope
 from brainmri.db.types import utcnow
 from brainmri.errors import BrainMRIError, InputError
+from brainmri.jobs.artifacts import (
+    artifact_prefix,
+    remove_artifacts,
+    remove_other_attempts,
+)
 from brainmri.logs import job_log_context
 from brainmri.storage import ObjectStore, StorageUnavailableError, open_store
 
@@ -61,10 +73,6 @@ class JobOutcome:
     predictions: list[dict[str, Any]] = field(default_factory=list)
     artifacts: dict[str, str] = field(default_factory=dict)
     inference_ms_per_image: float | None = None
-
-
-def artifact_prefix(job_id: str) -> str:
-    return f"artifacts/{job_id}/"
 
 
 class JobContext:
@@ -94,7 +102,8 @@ class JobContext:
         return self._store
 
     def artifact_key(self, name: str) -> str:
-        return artifact_prefix(self.job_id) + name
+        """Under this attempt's own folder, so no other attempt can overwrite or delete it."""
+        return artifact_prefix(self.job_id, self.attempt) + name
 
     # --- progress, heartbeat, cancellation -----------------------------------------------------
     def progress(self, fraction: float, detail: dict[str, Any] | None = None) -> None:
@@ -180,13 +189,16 @@ def job_task(
     return decorator
 
 
-def _run_job(task: Task, body: JobBody, job_id: str) -> None:
-    settings = get_settings()
-    url = settings.resolved_database_url
+def _claim(task: Task, settings: Settings, job_id: str) -> JobContext | None:
+    """Claim the job for this worker; None when it is not this worker's to run.
+
+    A job that ended for good without a result (poison or cancelled - perhaps by this very
+    claim) gets its artifacts removed: a redelivered message is the last chance to tidy it.
+    """
     worker = f"{socket.gethostname()}:{task.request.hostname or 'worker'}"
     stale_before = utcnow() - timedelta(seconds=settings.job_stale_after_seconds)
     try:
-        with session_scope(url) as session:
+        with session_scope(settings.resolved_database_url) as session:
             claim = claim_job(
                 session,
                 job_id=job_id,
@@ -194,14 +206,25 @@ def _run_job(task: Task, body: JobBody, job_id: str) -> None:
                 stale_before=stale_before,
                 max_attempts=settings.job_max_attempts,
             )
-            if claim is None:
-                log.info("job not claimable (finished, cancelled, taken or out of attempts)")
-                return
-            ctx = JobContext(settings, claim.job, claim.attempt)
+            if claim is not None:
+                return JobContext(settings, claim.job, claim.attempt)
+            ended = ended_without_result(session, job_id=job_id)
     except DBAPIError as exc:
         # The database is down: nothing was claimed; try this message again later.
         log.warning("database unavailable before the job started (%s); retrying", exc.orig)
         raise task.retry(exc=exc, countdown=5, max_retries=None) from exc
+    log.info("job not claimable (finished, cancelled, taken or out of attempts)")
+    if ended:
+        remove_artifacts(open_store(settings), job_id)
+    return None
+
+
+def _run_job(task: Task, body: JobBody, job_id: str) -> None:
+    settings = get_settings()
+    url = settings.resolved_database_url
+    ctx = _claim(task, settings, job_id)
+    if ctx is None:
+        return
     log.info("job started: kind=%s attempt=%d", ctx.kind, ctx.attempt)
     started = time.perf_counter()
     ctx.start_heartbeat()
@@ -221,8 +244,10 @@ def _run_job(task: Task, body: JobBody, job_id: str) -> None:
             )
         if done:
             log.info("job succeeded in %.2fs", time.perf_counter() - started)
+            remove_other_attempts(ctx.store, job_id, ctx.attempt)
         else:
             log.warning("job result discarded: this worker no longer owns the job")
+            remove_artifacts(ctx.store, job_id, ctx.attempt)
     except DBAPIError as exc:
         # The job row cannot be written now. Its heartbeat goes stale while the database is
         # away, and the reaper requeues it once the database is back.
@@ -279,13 +304,15 @@ def _run_job(task: Task, body: JobBody, job_id: str) -> None:
 def _finish(
     ctx: JobContext, status: JobStatus, code: str, message: str, *, retryable: bool = False
 ) -> None:
+    """Record the failure under this attempt's fence, then remove the files it made unused.
+
+    Nothing is removed unless the write succeeded: an attempt that lost the job (another one
+    took over, perhaps already succeeded) must leave the job's files alone. A failure that can
+    be retried removes only this attempt's folder; a final one removes all of the job's.
+    """
     ctx.stop_heartbeat()
-    try:
-        ctx.store.delete_prefix(artifact_prefix(ctx.job_id))
-    except (StorageUnavailableError, OSError):
-        log.warning("could not remove artifacts of the unfinished job", exc_info=True)
     with session_scope(ctx.settings.resolved_database_url) as session:
-        fail_job(
+        recorded = fail_job(
             session,
             job_id=ctx.job_id,
             attempt=ctx.attempt,
@@ -294,4 +321,8 @@ def _finish(
             retryable=retryable,
             status=status,
         )
+    if not recorded:
+        log.warning("job %s (%s) not recorded: this worker no longer owns it", status.value, code)
+        return
+    remove_artifacts(ctx.store, ctx.job_id, ctx.attempt if retryable else None)
     log.info("job %s: %s", status.value, code)

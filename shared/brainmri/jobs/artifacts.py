@@ -1,0 +1,61 @@
+"""Where a job's artifacts live in the object store, and when they may be removed.
+
+Each claim of a job writes under its own folder, ``artifacts/{job_id}/{attempt}/``. The claim's
+attempt number is the fencing token of the job row (see :mod:`brainmri.db.jobs`), so it fences
+the files too: a worker that was presumed dead and keeps running can neither overwrite the files
+of the attempt that took over nor, when it finally fails, delete them. Downloads go through the
+URIs recorded in the job's artifact map, so the layout is invisible to the API.
+
+Removal is always best effort: the files are unreferenced by then, and an object-store outage
+must not turn a finished job into a failed one.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from brainmri.storage import ObjectStore, StorageUnavailableError
+
+log = logging.getLogger(__name__)
+
+
+def artifact_prefix(job_id: str, attempt: int | None = None) -> str:
+    """The folder of all of a job's artifacts, or of one attempt's (``attempt`` given)."""
+    base = f"artifacts/{job_id}/"
+    return base if attempt is None else f"{base}{attempt}/"
+
+
+def remove_artifacts(store: ObjectStore, job_id: str, attempt: int | None = None) -> None:
+    """Delete the job's artifacts (one attempt's only, ``attempt`` given).
+
+    Call it only once the job row says nothing can reference them any more: the attempt's
+    failure or discarded result is committed, or the job ended for good without a result.
+    """
+    prefix = artifact_prefix(job_id, attempt)
+    try:
+        store.delete_prefix(prefix)
+    except (StorageUnavailableError, OSError):
+        log.warning("could not remove the artifacts under %s", prefix, exc_info=True)
+
+
+def remove_other_attempts(store: ObjectStore, job_id: str, attempt: int) -> None:
+    """Delete what earlier (crashed, superseded) attempts left; keep the winner's folder.
+
+    Only for a job whose success by ``attempt`` is committed: a succeeded job is never claimed
+    again, so no other attempt's files can ever be recorded.
+    """
+    job_prefix = artifact_prefix(job_id)
+    keep = artifact_prefix(job_id, attempt)
+    try:
+        keys = [info.key for info in store.list(job_prefix) if not info.key.startswith(keep)]
+        folders: set[str] = set()
+        for key in keys:
+            head, slash, _ = key[len(job_prefix) :].partition("/")
+            if slash:  # another attempt's folder
+                folders.add(f"{job_prefix}{head}/")
+            else:  # a file of the layout before per-attempt folders
+                store.delete(key)
+        for folder in sorted(folders):
+            store.delete_prefix(folder)
+    except (StorageUnavailableError, OSError):
+        log.warning("could not remove other attempts' artifacts of %s", job_id, exc_info=True)

@@ -1,0 +1,265 @@
+"""Job artifacts are fenced by the claim's attempt number, like the job row itself.
+
+A worker presumed dead may still be running: when it fails late or its result is discarded it
+must neither delete nor overwrite the files of the attempt that took over (and won). Jobs that
+end for good without a result - poison jobs, and jobs cancelled while their worker was gone -
+leave nothing behind. Real PostgreSQL (a fresh database for the module), a real object store
+(a local folder, and S3 via moto's server), the real task runtime run through Celery's
+in-process ``apply`` and the real reaper pass.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from celery import Celery
+from sqlalchemy import update
+
+from brainmri.config import Settings, get_settings
+from brainmri.db.jobs import claim_job, create_job, request_cancel
+from brainmri.db.models import Job
+from brainmri.db.session import session_scope
+from brainmri.db.types import utcnow
+from brainmri.errors import DatasetError
+from brainmri.jobs.artifacts import artifact_prefix
+from brainmri.jobs.celery_app import create_celery
+from brainmri.jobs.reaper import reap_once
+from brainmri.jobs.runtime import JobContext, JobOutcome, job_task
+from brainmri.storage import ObjectStore, StorageUnavailableError, open_store
+from tests.infra import S3Server, fresh_database
+
+JobBodyFn = Callable[[JobContext], JobOutcome]
+
+
+@pytest.fixture(scope="module")
+def db_url() -> Iterator[str]:
+    with fresh_database() as url:
+        yield url
+
+
+@dataclass
+class Deployment:
+    settings: Settings
+    store: ObjectStore
+    app: Celery
+    url: str
+
+    def run(self, job_id: str, body: JobBodyFn) -> None:
+        """Deliver the job's message to a worker running ``body`` (in this process)."""
+        task = job_task(self.app, name=f"test.job.{uuid.uuid4().hex}", time_limit=lambda _: 600)
+        task(body).apply(args=[job_id], throw=True)
+
+    def job(self, job_id: str) -> Job:
+        with session_scope(self.url) as session:
+            job = session.get(Job, job_id)
+            assert job is not None
+            return job
+
+    def keys(self, job_id: str) -> list[str]:
+        return [info.key for info in self.store.list(artifact_prefix(job_id))]
+
+    def download(self, job_id: str, name: str) -> bytes:
+        """What ``GET /v1/jobs/{id}/artifacts/{name}`` serves: the URI in the artifact map."""
+        uri = self.job(job_id).artifacts[name]
+        return self.store.get(self.store.key_from_uri(uri))
+
+    def go_stale(self, job_id: str) -> None:
+        """The job's worker stops heartbeating (stalled, or killed)."""
+        with session_scope(self.url) as session:
+            session.execute(
+                update(Job)
+                .where(Job.id == job_id)
+                .values(heartbeat_at=utcnow() - timedelta(hours=1))
+            )
+
+
+@pytest.fixture(params=["local", "s3"])
+def deployment(
+    request: pytest.FixtureRequest,
+    db_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[Deployment]:
+    env = {
+        "BRAINMRI_DATABASE_URL": db_url,
+        "BRAINMRI_DATA_DIR": str(tmp_path / "data"),
+        # Heartbeats come only from the test; a job is stale once its heartbeat is old.
+        "BRAINMRI_JOB_HEARTBEAT_SECONDS": "3600",
+        "BRAINMRI_JOB_STALE_AFTER_SECONDS": "60",
+        "BRAINMRI_JOB_MAX_ATTEMPTS": "3",
+        "BRAINMRI_STORAGE_MAX_RETRIES": "0",
+    }
+    if request.param == "s3":
+        s3: S3Server = request.getfixturevalue("s3")
+        bucket = s3.make_bucket(f"artifacts-{uuid.uuid4().hex[:12]}")
+        env |= {
+            "BRAINMRI_OBJECT_STORE_URL": f"s3://{bucket}/svc",
+            "BRAINMRI_S3_ENDPOINT": s3.endpoint,
+            "BRAINMRI_S3_ACCESS_KEY": "test",
+            "BRAINMRI_S3_SECRET_KEY": "test-secret",
+        }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    get_settings.cache_clear()
+    settings = get_settings()
+    try:
+        yield Deployment(settings, open_store(settings), create_celery(settings), db_url)
+    finally:
+        get_settings.cache_clear()
+
+
+def _new_job(deployment: Deployment, *, input_uri: str | None = None) -> str:
+    job_id = str(uuid.uuid4())
+    with session_scope(deployment.url) as session:
+        create_job(
+            session, job_id=job_id, kind="predict", owner="u", params={}, input_uri=input_uri
+        )
+    return job_id
+
+
+def _outcome(ctx: JobContext, data: bytes) -> JobOutcome:
+    uri = ctx.store.put(ctx.artifact_key("cam.png"), data, "image/png")
+    return JobOutcome(
+        result={"attempt": ctx.attempt}, model_version="v", artifacts={"cam.png": uri}
+    )
+
+
+def _crash_attempts(deployment: Deployment, job_id: str, count: int) -> None:
+    """``count`` workers claim the job, write an artifact and die before finishing."""
+    for _ in range(count):
+        deployment.go_stale(job_id)
+        with session_scope(deployment.url) as session:
+            claim = claim_job(
+                session,
+                job_id=job_id,
+                worker="doomed",
+                stale_before=utcnow() - timedelta(seconds=60),
+                max_attempts=3,
+            )
+            assert claim is not None
+            ctx = JobContext(deployment.settings, claim.job, claim.attempt)
+        ctx.store.put(ctx.artifact_key("input.png"), b"partial")
+
+
+def test_a_stale_attempt_failing_late_leaves_the_winners_artifacts(
+    deployment: Deployment,
+) -> None:
+    job_id = _new_job(deployment)
+
+    def body(ctx: JobContext) -> JobOutcome:
+        if ctx.attempt == 2:  # the worker that took over, and finishes
+            return _outcome(ctx, b"winner")
+        ctx.store.put(ctx.artifact_key("cam.png"), b"stalled", "image/png")
+        deployment.go_stale(job_id)  # attempt 1 stalls; another worker takes the job over
+        deployment.run(job_id, body)
+        raise DatasetError("attempt 1 fails late")
+
+    deployment.run(job_id, body)
+
+    job = deployment.job(job_id)
+    assert (job.status, job.attempts, job.error) == ("succeeded", 2, None)
+    assert deployment.download(job_id, "cam.png") == b"winner"
+    # The winner removed what the superseded attempt had written.
+    assert deployment.keys(job_id) == [artifact_prefix(job_id, 2) + "cam.png"]
+
+
+def test_a_discarded_result_does_not_overwrite_the_winners_artifacts(
+    deployment: Deployment,
+) -> None:
+    job_id = _new_job(deployment)
+
+    def body(ctx: JobContext) -> JobOutcome:
+        if ctx.attempt == 2:
+            return _outcome(ctx, b"winner")
+        deployment.go_stale(job_id)
+        deployment.run(job_id, body)  # taken over and finished while attempt 1 still ran
+        return _outcome(ctx, b"loser")  # written after the winner's cleanup, then refused
+
+    deployment.run(job_id, body)
+
+    job = deployment.job(job_id)
+    assert (job.status, job.result) == ("succeeded", {"attempt": 2})
+    assert deployment.download(job_id, "cam.png") == b"winner"
+    assert deployment.keys(job_id) == [artifact_prefix(job_id, 2) + "cam.png"]
+
+
+def test_a_poison_job_failed_by_the_reaper_leaves_no_artifacts(deployment: Deployment) -> None:
+    job_id = _new_job(deployment)
+    _crash_attempts(deployment, job_id, 3)
+    assert len(deployment.keys(job_id)) == 3
+    deployment.go_stale(job_id)
+
+    result = reap_once(deployment.settings, deployment.app)
+
+    assert job_id in result.failed
+    assert deployment.job(job_id).error["code"] == "too_many_attempts"
+    assert deployment.keys(job_id) == []
+
+
+def test_a_poison_job_failed_by_a_redelivered_message_leaves_no_artifacts(
+    deployment: Deployment,
+) -> None:
+    job_id = _new_job(deployment)
+    _crash_attempts(deployment, job_id, 3)
+    deployment.go_stale(job_id)
+    ran: list[int] = []
+
+    def body(ctx: JobContext) -> JobOutcome:
+        ran.append(ctx.attempt)
+        return _outcome(ctx, b"never")
+
+    deployment.run(job_id, body)  # the broker redelivers the dead worker's message
+
+    job = deployment.job(job_id)
+    assert ran == []
+    assert (job.status, job.error["code"]) == ("failed", "too_many_attempts")
+    assert deployment.keys(job_id) == []
+
+
+def test_a_cancelled_job_whose_worker_died_is_finished_not_run_again(
+    deployment: Deployment,
+) -> None:
+    job_id = _new_job(deployment)
+    _crash_attempts(deployment, job_id, 1)  # running attempt 1 wrote a file, then ...
+    with session_scope(deployment.url) as session:
+        assert request_cancel(session, job_id=job_id).status == "running"
+    deployment.go_stale(job_id)  # ... died before it saw the cancel request
+
+    result = reap_once(deployment.settings, deployment.app)
+
+    assert job_id in result.cancelled
+    assert job_id not in {requeued for requeued, _ in result.requeue}
+    job = deployment.job(job_id)
+    assert job.status == "cancelled"
+    assert job.error == {"code": "cancelled", "message": "cancelled by request", "retryable": False}
+    assert deployment.keys(job_id) == []
+    ran: list[int] = []
+
+    def body(ctx: JobContext) -> JobOutcome:
+        ran.append(ctx.attempt)
+        return _outcome(ctx, b"never")
+
+    deployment.run(job_id, body)  # the dead worker's message is redelivered anyway
+    assert ran == []
+    assert (deployment.job(job_id).status, deployment.job(job_id).attempts) == ("cancelled", 1)
+
+
+def test_a_retryable_failure_keeps_the_input_for_the_retry(deployment: Deployment) -> None:
+    input_uri = deployment.store.put(f"uploads/{uuid.uuid4()}/input.png", b"scan")
+    job_id = _new_job(deployment, input_uri=input_uri)
+
+    def body(ctx: JobContext) -> JobOutcome:
+        ctx.store.put(ctx.artifact_key("input.png"), b"slice")
+        raise StorageUnavailableError("the store went away")
+
+    deployment.run(job_id, body)
+
+    job = deployment.job(job_id)
+    assert (job.status, job.error["retryable"]) == ("failed", True)
+    assert deployment.keys(job_id) == []
+    assert deployment.store.get(deployment.store.key_from_uri(input_uri)) == b"scan"
