@@ -11,8 +11,10 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from brainmri.db.jobs import (
+    ReapResult,
     claim_job,
     complete_job,
     create_job,
@@ -175,15 +177,20 @@ def test_reaper_requeues_stale_jobs_and_fails_poison_jobs(db_url: str) -> None:
     assert _claim(db_url, poison, stale_seconds=-1) is None
 
 
+def _reap_everything_due(session: Session) -> ReapResult:
+    """A reaper pass for which every running job is stale and every queued one overdue."""
+    return reap(
+        session,
+        stale_before=utcnow(),
+        queued_before=utcnow() + timedelta(seconds=1),
+        max_attempts=3,
+    )
+
+
 def test_reaper_resends_jobs_whose_message_was_lost(db_url: str) -> None:
     job_id = _new_job(db_url)
     with session_scope(db_url) as session:
-        result = reap(
-            session,
-            stale_before=utcnow(),
-            queued_before=utcnow() + timedelta(seconds=1),
-            max_attempts=3,
-        )
+        result = _reap_everything_due(session)
         again = reap(
             session,
             stale_before=utcnow(),
@@ -265,12 +272,7 @@ def test_reaper_cancels_a_queued_job_asked_to_stop_instead_of_resending_it(db_ur
         request_cancel(session, job_id=job_id)
         assert release_for_retry(session, job_id=job_id, attempt=attempt)
     with session_scope(db_url) as session:
-        result = reap(
-            session,
-            stale_before=utcnow(),
-            queued_before=utcnow() + timedelta(seconds=1),
-            max_attempts=3,
-        )
+        result = _reap_everything_due(session)
     assert job_id in result.cancelled
     assert (job_id, "predict") not in result.requeue
     with session_scope(db_url) as session:
