@@ -235,11 +235,13 @@ class ModelPublic(BaseModel):
         "trained candidate also production's figures on the same test images and "
         "`paired_on_same_test`, the paired-bootstrap difference the promotion gate used.",
     )
+    disclaimer: str = DISCLAIMER  # these metrics describe a research model, never a device
 
 
 class ModelList(BaseModel):
     items: list[ModelPublic]
     production: str | None
+    disclaimer: str = DISCLAIMER
 
 
 class PromoteRequest(BaseModel):
