@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import uuid
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from brainmri.db.jobs import (
@@ -24,11 +26,13 @@ from brainmri.db.jobs import (
     reap,
     release_for_retry,
     request_cancel,
+    requeue_failed,
 )
-from brainmri.db.migrate import upgrade
+from brainmri.db.migrate import alembic_config, upgrade
 from brainmri.db.models import Base, Job, Prediction
 from brainmri.db.session import get_engine, session_scope
 from brainmri.db.types import utcnow
+from tests.infra import fresh_database
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -213,14 +217,16 @@ def test_cancel_queued_and_running(db_url: str) -> None:
     assert _claim(db_url, queued) is None
 
 
-def test_release_for_retry_does_not_count_as_an_attempt(db_url: str) -> None:
+def test_release_for_retry_does_not_count_as_a_crash(db_url: str) -> None:
     job_id = _new_job(db_url)
     attempt = _claim(db_url, job_id)
     with session_scope(db_url) as session:
         assert release_for_retry(session, job_id=job_id, attempt=attempt)
-    assert _claim(db_url, job_id) == 1
+    assert _claim(db_url, job_id) == 2  # a new fence; the released attempt's is dead
     with session_scope(db_url) as session:
-        assert fail_job(session, job_id=job_id, attempt=1, code="x", message="y")
+        assert session.get(Job, job_id).crashes == 1
+        assert not fail_job(session, job_id=job_id, attempt=1, code="x", message="y")
+        assert fail_job(session, job_id=job_id, attempt=2, code="x", message="y")
         assert session.get(Job, job_id).error == {"code": "x", "message": "y", "retryable": False}
 
 
@@ -295,3 +301,74 @@ def test_only_jobs_over_for_good_without_a_result_have_garbage_artifacts(db_url:
         assert not ended_without_result(session, job_id=done)
         assert not ended_without_result(session, job_id=running)
         assert not ended_without_result(session, job_id="no-such-job")
+
+
+def test_a_retry_never_reuses_an_attempt_number_but_restores_the_crash_budget(
+    db_url: str,
+) -> None:
+    """A user's retry used to reset ``attempts`` to 0, so the retried claim was attempt 1
+    again and a worker still holding the old attempt 1 (presumed dead) matched its fence."""
+    job_id = _new_job(db_url)
+    old = _claim(db_url, job_id)
+    with session_scope(db_url) as session:  # a transient error: back to the queue
+        assert release_for_retry(session, job_id=job_id, attempt=old)
+    released = _claim(db_url, job_id)
+    with session_scope(db_url) as session:  # then a retryable failure, and the user's retry
+        assert fail_job(
+            session,
+            job_id=job_id,
+            attempt=released,
+            code="storage_unavailable",
+            message="store down",
+            retryable=True,
+        )
+        assert requeue_failed(session, job_id=job_id)
+    retried = _claim(db_url, job_id)
+    assert (old, released, retried) == (1, 2, 3)
+    with session_scope(db_url) as session:
+        for stale in (old, released):  # the fences of attempts before the retry are dead
+            assert not heartbeat(session, job_id=job_id, attempt=stale).owned
+            assert not complete_job(
+                session, job_id=job_id, attempt=stale, result={}, model_version="v"
+            )
+        job = session.get(Job, job_id)
+        assert (job.status, job.attempts, job.crashes) == ("running", 3, 1)
+
+
+def test_the_crash_budget_counts_crashes_not_releases(db_url: str) -> None:
+    job_id = _new_job(db_url)
+    for _ in range(4):  # four transient releases: none of them is a crash
+        attempt = _claim(db_url, job_id, max_attempts=2)
+        with session_scope(db_url) as session:
+            assert release_for_retry(session, job_id=job_id, attempt=attempt)
+    assert _claim(db_url, job_id, max_attempts=2) == 5  # still claimable, a fresh number
+    assert _claim(db_url, job_id, stale_seconds=-1, max_attempts=2) == 6  # its worker died
+    assert _claim(db_url, job_id, stale_seconds=-1, max_attempts=2) is None  # two crashes
+    with session_scope(db_url) as session:
+        job = session.get(Job, job_id)
+        assert (job.status, job.error["code"]) == ("failed", "too_many_attempts")
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_the_crashes_migration_keeps_each_jobs_crash_budget(backend: str, tmp_path: Path) -> None:
+    """Rows written before 0002 start with ``crashes = attempts``: the budget they had."""
+    with contextlib.ExitStack() as stack:
+        if backend == "sqlite":
+            url = f"sqlite:///{tmp_path / 'old.db'}"
+            upgrade(url)
+        else:
+            url = stack.enter_context(fresh_database())
+        command.downgrade(alembic_config(url), "0001")
+        with get_engine(url).begin() as connection:
+            connection.execute(
+                text(
+                    "INSERT INTO jobs (id, kind, status, progress, params, artifacts, attempts,"
+                    " owner, cancel_requested, created_at) VALUES (:id, 'predict', 'running',"
+                    " 0, '{}', '{}', 2, 'owner-a', false, :now)"
+                ),
+                {"id": (job_id := str(uuid.uuid4())), "now": utcnow()},
+            )
+        upgrade(url)
+        with session_scope(url) as session:
+            job = session.get(Job, job_id)
+            assert (job.attempts, job.crashes) == (2, 2)

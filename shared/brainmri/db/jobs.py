@@ -57,6 +57,7 @@ def create_job(
         status=JobStatus.QUEUED,
         progress=0.0,
         attempts=0,
+        crashes=0,
         artifacts={},
         cancel_requested=False,
         created_at=utcnow(),
@@ -135,12 +136,13 @@ def claim_job(
         .where(
             Job.id == job_id,
             claimable,
-            Job.attempts < max_attempts,
+            Job.crashes < max_attempts,
             Job.cancel_requested.is_(False),
         )
         .values(
             status=JobStatus.RUNNING,
             attempts=Job.attempts + 1,
+            crashes=Job.crashes + 1,
             worker=worker,
             heartbeat_at=now,
             started_at=func.coalesce(Job.started_at, now),
@@ -154,7 +156,7 @@ def claim_job(
     _cancel(session, (Job.id == job_id, claimable, Job.cancel_requested.is_(True)), now)
     session.execute(
         update(Job)
-        .where(Job.id == job_id, claimable, Job.attempts >= max_attempts)
+        .where(Job.id == job_id, claimable, Job.crashes >= max_attempts)
         .values(
             status=JobStatus.FAILED,
             finished_at=now,
@@ -287,13 +289,16 @@ def fail_job(
 
 
 def release_for_retry(session: Session, *, job_id: str, attempt: int) -> bool:
-    """Back to ``queued`` after a transient error; the attempt does not count as a crash."""
+    """Back to ``queued`` after a transient error; the attempt does not count as a crash.
+
+    ``attempts`` stays: the next claim gets a new number, so this attempt's fence is dead.
+    """
     updated = session.execute(
         update(Job)
         .where(*_owned(job_id, attempt))
         .values(
             status=JobStatus.QUEUED,
-            attempts=Job.attempts - 1,
+            crashes=Job.crashes - 1,
             heartbeat_at=None,
             enqueued_at=utcnow(),
         )
@@ -325,7 +330,11 @@ def request_cancel(session: Session, *, job_id: str) -> Job | None:
 
 
 def requeue_failed(session: Session, *, job_id: str) -> bool:
-    """Put a job that failed with a *retryable* error back in the queue (fresh attempts)."""
+    """Put a job that failed with a *retryable* error back in the queue (fresh crash budget).
+
+    ``attempts`` is not reset: a worker still holding an attempt from before the retry must
+    not match the fence of an attempt after it.
+    """
     job = session.get(Job, job_id, populate_existing=True)
     if job is None or job.status != JobStatus.FAILED or not (job.error or {}).get("retryable"):
         return False
@@ -338,7 +347,7 @@ def requeue_failed(session: Session, *, job_id: str) -> bool:
             result=None,
             progress=0.0,
             progress_detail=None,
-            attempts=0,
+            crashes=0,
             started_at=None,
             finished_at=None,
             heartbeat_at=None,
@@ -375,11 +384,11 @@ def reap(
     failed: list[str] = []
     cancelled: list[str] = []
     stale = session.execute(
-        select(Job.id, Job.kind, Job.attempts, Job.cancel_requested).where(
+        select(Job.id, Job.kind, Job.attempts, Job.crashes, Job.cancel_requested).where(
             Job.status == JobStatus.RUNNING, Job.heartbeat_at < stale_before
         )
     ).all()
-    for job_id, kind, attempts, cancel_requested in stale:
+    for job_id, kind, attempts, crashes, cancel_requested in stale:
         still_stale = (
             Job.id == job_id,
             Job.status == JobStatus.RUNNING,
@@ -390,14 +399,14 @@ def reap(
             if _cancel(session, still_stale, now):
                 cancelled.append(job_id)
             continue
-        if attempts >= max_attempts:
+        if crashes >= max_attempts:
             updated = session.execute(
                 update(Job)
                 .where(*still_stale)
                 .values(
                     status=JobStatus.FAILED,
                     finished_at=now,
-                    error=_poison_error(attempts),
+                    error=_poison_error(crashes),
                 )
                 .execution_options(synchronize_session=False)
             )

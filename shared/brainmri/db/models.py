@@ -80,7 +80,13 @@ class Job(Base):
     owner: Mapped[str] = mapped_column(String(64), index=True)
     input_uri: Mapped[str | None] = mapped_column(Text, nullable=True)
     artifacts: Mapped[dict[str, str]] = mapped_column(JSONType, default=dict)
+    # ``attempts`` counts every claim and is never reset or lowered: it is the fence every
+    # write of an attempt is checked against, so no two claims of a job share a number, not
+    # even across a user's retry. ``crashes`` counts the claims that may have killed their
+    # worker (a transient release does not count, a user's retry starts it again): it is what
+    # BRAINMRI_JOB_MAX_ATTEMPTS bounds.
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    crashes: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     worker: Mapped[str | None] = mapped_column(String(255), nullable=True)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     inference_ms_per_image: Mapped[float | None] = mapped_column(Float, nullable=True)
