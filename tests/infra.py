@@ -21,9 +21,11 @@ import httpx
 import psycopg2
 import pytest
 import redis as redis_lib
+from fastapi.testclient import TestClient
 
 from brainmri.config import Settings
 from brainmri.db.migrate import upgrade
+from brainmri_api.main import create_app
 from tests.conftest import make_bundle, need
 
 PG_ADMIN = os.environ.get("BRAINMRI_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -477,3 +479,23 @@ class PrivatePostgres:
             self.stop()
         finally:
             shutil.rmtree(self.root, ignore_errors=True)
+
+
+def queued_only_api(
+    base: Path, api_keys: str, **overrides: object
+) -> tuple[TestClient, Settings, Path]:
+    """The API in embedded mode (SQLite, local store) with no worker: accepted jobs stay
+    queued, which is all a test of what the API accepts and stores needs. Returns the client,
+    its settings and an empty class folder under the one allowed root."""
+    make_bundle(base / "bundle", img_size=48)
+    dataset = base / "allowed" / "data"
+    (dataset / "glioma").mkdir(parents=True)
+    settings = Settings(
+        data_dir=base / "data",
+        model_dir=base / "bundle",
+        api_keys=api_keys,
+        allowed_roots=str(base / "allowed"),
+        **overrides,
+    )
+    upgrade(settings.resolved_database_url)
+    return TestClient(create_app(settings)), settings, dataset

@@ -12,11 +12,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from brainmri.config import Settings
-from brainmri.db.migrate import upgrade
 from brainmri.db.models import Job
 from brainmri.db.session import session_scope
-from brainmri_api.main import create_app
-from tests.conftest import make_bundle
+from tests.infra import queued_only_api
 
 USER_KEY = "limit-user-0123456789abcdef"
 USER = {"X-API-Key": USER_KEY}
@@ -25,20 +23,9 @@ MOST = 10
 
 @pytest.fixture(scope="module")
 def api(tmp_path_factory: pytest.TempPathFactory) -> tuple[TestClient, Settings, Path]:
-    """Embedded mode (SQLite, no broker) with no worker: accepted jobs stay queued."""
-    base = tmp_path_factory.mktemp("evaluate-limit")
-    make_bundle(base / "bundle", img_size=48)
-    dataset = base / "allowed" / "data"
-    (dataset / "glioma").mkdir(parents=True)
-    settings = Settings(
-        data_dir=base / "data",
-        model_dir=base / "bundle",
-        api_keys=f"{USER_KEY}:user",
-        allowed_roots=str(base / "allowed"),
-        max_eval_images=MOST,
+    return queued_only_api(
+        tmp_path_factory.mktemp("evaluate-limit"), f"{USER_KEY}:user", max_eval_images=MOST
     )
-    upgrade(settings.resolved_database_url)
-    return TestClient(create_app(settings)), settings, dataset
 
 
 def evaluate_jobs(settings: Settings) -> int:

@@ -14,13 +14,11 @@ import pytest
 from fastapi.testclient import TestClient
 
 from brainmri.config import Settings
-from brainmri.db.migrate import upgrade
 from brainmri.db.models import Job
 from brainmri.db.session import session_scope
 from brainmri.training.recipes import make_config
-from brainmri_api.main import create_app
 from brainmri_trainer.train_job import train_options
-from tests.conftest import make_bundle
+from tests.infra import queued_only_api
 
 ADMIN_KEY = "seed-admin-0123456789abcdef"
 ADMIN = {"X-API-Key": ADMIN_KEY}
@@ -28,20 +26,7 @@ ADMIN = {"X-API-Key": ADMIN_KEY}
 
 @pytest.fixture(scope="module")
 def api(tmp_path_factory: pytest.TempPathFactory) -> tuple[TestClient, Settings, Path]:
-    """The API in embedded mode (SQLite, no broker), with no worker: accepted jobs stay
-    queued, which is all these tests need to see what was stored."""
-    base = tmp_path_factory.mktemp("train-seed")
-    make_bundle(base / "bundle", img_size=48)
-    dataset = base / "allowed" / "data"
-    (dataset / "glioma").mkdir(parents=True)
-    settings = Settings(
-        data_dir=base / "data",
-        model_dir=base / "bundle",
-        api_keys=f"{ADMIN_KEY}:admin",
-        allowed_roots=str(base / "allowed"),
-    )
-    upgrade(settings.resolved_database_url)
-    return TestClient(create_app(settings)), settings, dataset
+    return queued_only_api(tmp_path_factory.mktemp("train-seed"), f"{ADMIN_KEY}:admin")
 
 
 @pytest.mark.parametrize("seed", [-1, 2**32, 2**70])
