@@ -22,7 +22,7 @@ from brainmri.jobs.runtime import JobContext
 from brainmri.registry.gate import GateDecision
 from brainmri.registry.versions import ProductionChangedError, promote, register_bundle
 from brainmri.storage import open_store
-from brainmri_trainer.train_job import _register
+from brainmri_trainer.train_job import Registration, _register
 from tests.conftest import make_bundle
 from tests.infra import fresh_database
 
@@ -70,6 +70,20 @@ def _stages(url: str) -> dict[str, tuple[ModelStage, str | None]]:
         }
 
 
+def _register_candidate_compared_with_v1(
+    settings: Settings, base: Path, tmp_path: Path
+) -> Registration:
+    """What the train job does at its end: register "cand", whose gate passed against v1."""
+    return _register(
+        _context(settings),
+        _versioned(base, tmp_path, "cand"),
+        {"production_version": "v1"},
+        "fingerprint",
+        PASSING,
+        auto_promote=True,
+    )
+
+
 def test_production_changed_during_training_registers_the_candidate_only(
     registry: tuple[Settings, Path], tmp_path: Path
 ) -> None:
@@ -78,14 +92,7 @@ def test_production_changed_during_training_registers_the_candidate_only(
     # The train job compared its candidate with v1; while it trained, an admin promoted v2.
     with session_scope(url) as session:
         promote(session, version="v2", by="admin", reason="manual")
-    registration = _register(
-        _context(settings),
-        _versioned(base, tmp_path, "cand"),
-        {"production_version": "v1"},
-        "fingerprint",
-        PASSING,
-        auto_promote=True,
-    )
+    registration = _register_candidate_compared_with_v1(settings, base, tmp_path)
     assert registration.promoted is False
     stages = _stages(url)
     assert stages["v2"] == (ModelStage.PRODUCTION, "manual")
@@ -105,14 +112,7 @@ def test_production_unchanged_still_promotes(
 ) -> None:
     settings, base = registry
     url = settings.resolved_database_url
-    registration = _register(
-        _context(settings),
-        _versioned(base, tmp_path, "cand"),
-        {"production_version": "v1"},
-        "fingerprint",
-        PASSING,
-        auto_promote=True,
-    )
+    registration = _register_candidate_compared_with_v1(settings, base, tmp_path)
     assert registration.promoted is True
     stages = _stages(url)
     assert stages["cand"] == (ModelStage.PRODUCTION, PASSING.reason)
