@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import signal
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -125,3 +127,44 @@ def test_a_running_train_job_does_not_hold_up_predictions(server: EmbeddedServer
         )
     assert workers[train_id] and workers[predict_id]
     assert workers[train_id] != workers[predict_id]  # two worker processes, one per group
+
+
+def _worker_pids(log: str) -> list[int]:
+    """The embedded workers' process ids, from the line `serve` prints when it starts them."""
+    line = next(text for text in log.splitlines() if text.startswith("embedded mode:"))
+    return [int(pid) for pid in re.findall(r" pid (\d+)", line)]
+
+
+def _alive(pid: int) -> bool:
+    """True while ``pid`` exists and is not a zombie waiting to be reaped."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0]
+    except (FileNotFoundError, IndexError):
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads process states in /proc")
+def test_sigterm_stops_the_workers_before_serve_exits(
+    platform_bundle: Path, tmp_path: Path
+) -> None:
+    """SIGTERM to `serve` alone (what docker stop and systemd send) must stop its workers itself.
+
+    uvicorn re-sends the signal after its shutdown; with the default handler that ended `serve`
+    before it stopped the workers, which only went later through die-with-parent (Linux only).
+    Here the workers must be gone by the time `serve` has exited, and `serve` says so.
+    """
+    (tmp_path / "allowed").mkdir()
+    running = EmbeddedServer(tmp_path / "data", platform_bundle, tmp_path / "allowed")
+    try:
+        pids = _worker_pids(running.log.read_text())
+        assert len(pids) == len(EMBEDDED_WORKER_QUEUES)
+        running.process.send_signal(signal.SIGTERM)
+        code = running.process.wait(timeout=60)
+        alive = [pid for pid in pids if _alive(pid)]
+        log = running.log.read_text()
+    finally:
+        running.stop()
+    assert code == 128 + signal.SIGTERM, log[-2000:]
+    assert alive == [], log[-2000:]
+    assert "embedded workers stopped" in log

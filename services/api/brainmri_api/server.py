@@ -112,8 +112,21 @@ def _start_workers(settings: Settings) -> dict[str, subprocess.Popen[bytes]]:
     return workers
 
 
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    """End `serve` through its ``finally`` when SIGTERM arrives (docker stop, systemd, kill).
+
+    uvicorn catches SIGTERM, shuts the server down, puts back the handler it found and sends
+    the signal again. With the default handler that second delivery ended the process on the
+    spot, so the ``finally`` that stops the workers never ran: on Linux they still went (via
+    die-with-parent), on macOS they were left running. Raising SystemExit there unwinds it.
+    """
+    raise SystemExit(128 + signum)
+
+
 def _stop_workers(workers: dict[str, subprocess.Popen[bytes]], timeout: float = 15.0) -> None:
     """SIGTERM all at once (a warm shutdown each), then kill whatever outlives ``timeout``."""
+    if not workers:
+        return
     _stopping.set()
     for worker in workers.values():
         worker.terminate()
@@ -124,6 +137,7 @@ def _stop_workers(workers: dict[str, subprocess.Popen[bytes]], timeout: float = 
         except subprocess.TimeoutExpired:
             worker.kill()
             worker.wait()
+    print("embedded workers stopped", flush=True)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -166,6 +180,7 @@ def run(args: argparse.Namespace) -> int:
     )
     from brainmri_api.main import create_app
 
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         uvicorn.run(
             create_app(settings),
