@@ -292,6 +292,20 @@ class Settings(BaseSettings):
     def _absolute_data_dir(cls, value: Path) -> Path:
         return value.expanduser().resolve()
 
+    @field_validator("retrain_schedule")
+    @classmethod
+    def _valid_cron(cls, value: str) -> str:
+        """Checked when settings load, so a typo stops every process with one line at start-up
+        instead of surfacing only in the beat process, or never."""
+        if value.strip():
+            from brainmri.jobs.schedule import parse_cron
+
+            try:
+                parse_cron(value)
+            except ConfigurationError as exc:
+                raise ValueError(str(exc)) from None
+        return value
+
     @model_validator(mode="after")
     def _refuse_placeholders_in_production(self) -> Settings:
         """Production must not start on the shipped example secrets. Messages name the

@@ -5,6 +5,11 @@ from __future__ import annotations
 
 import functools
 import io
+import os
+import re
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -21,11 +26,11 @@ from brainmri.db.session import session_scope
 from brainmri.errors import BrainMRIError, ConfigurationError
 from brainmri.jobs.celery_app import create_celery
 from brainmri.jobs.names import RETRAIN_CHECK_TASK
+from brainmri.jobs.schedule import beat_schedule, parse_cron
 from brainmri.phantom import FOLDER_NAMES, phantom_png
 from brainmri.registry.gate import promotion_gate
 from brainmri.registry.versions import promote
 from brainmri_api.main import create_app
-from brainmri_trainer.schedule import beat_schedule, parse_cron
 from brainmri_trainer.train_job import loop_budget_minutes
 from tests.conftest import make_bundle
 from tests.infra import (
@@ -405,24 +410,43 @@ def _latest_scheduled_job(stack: TrainerStack) -> dict:
         }
 
 
-def _run_check(stack: TrainerStack) -> None:
-    app = create_celery(stack.settings)
-    before = time.monotonic()
-    app.send_task(RETRAIN_CHECK_TASK, queue="train")
-    time.sleep(0.5)
-    # The check itself is quick; wait until the trainer is idle again.
-    deadline = before + 240
+CHECK_LOGGED = re.compile(r"retrain check: ([^\n\"]+)")
+
+
+def _check_reasons(stack: TrainerStack) -> list[str]:
+    """Every retrain decision the trainer has logged so far, oldest first."""
+    return CHECK_LOGGED.findall(stack.trainer.log_path.read_text(errors="replace"))
+
+
+def _wait_for_check(stack: TrainerStack, seen: int, timeout: float = 120) -> str:
+    """The reason of the next decision after the first ``seen``, once any train job it started
+    has finished: the check must have run, not merely have had time to."""
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        reasons = _check_reasons(stack)
+        if len(reasons) > seen:
+            break
+        time.sleep(0.2)
+    else:
+        raise AssertionError("the trainer logged no retrain decision")
+    while time.monotonic() < deadline + 240:
         with session_scope(stack.settings.resolved_database_url) as session:
             active = session.scalar(
                 select(func.count())
                 .select_from(Job)
                 .where(Job.kind == "train", Job.status.in_(("queued", "running")))
             )
-        if not active and time.monotonic() - before > 3:
-            return
+        if not active:
+            return reasons[seen]
         time.sleep(0.2)
-    raise AssertionError("trainer did not become idle")
+    raise AssertionError("the retrain job did not finish")
+
+
+def _run_check(stack: TrainerStack) -> str:
+    """Send the retrain check to the trainer as beat does; return the decision it logged."""
+    seen = len(_check_reasons(stack))
+    create_celery(stack.settings).send_task(RETRAIN_CHECK_TASK, queue="train")
+    return _wait_for_check(stack, seen)
 
 
 def test_scheduled_retrain_runs_only_when_the_dataset_changes(
@@ -430,18 +454,60 @@ def test_scheduled_retrain_runs_only_when_the_dataset_changes(
 ) -> None:
     upload_dataset(s3, "retrain", per_class=12, seed=7)
     start = _train_jobs(stack)
-    _run_check(stack)
+    assert _run_check(stack) == "dataset changed"
     assert _train_jobs(stack) == start + 1  # new data: a retrain job ran
     scheduled = _latest_scheduled_job(stack)
     assert scheduled["status"] == "succeeded", scheduled["error"]
     assert scheduled["params"]["time_budget_minutes"] == 30  # the retrain budget setting
     assert scheduled["result"]["time_budget_minutes"] == 30
-    _run_check(stack)
-    assert _train_jobs(stack) == start + 1  # unchanged: skipped
+    # Unchanged data: skipped, whether the candidate was promoted (production was trained on
+    # it) or kept out by the gate (a version already holds its fingerprint).
+    reason = _run_check(stack)
+    assert reason.startswith(("dataset unchanged", "already trained on this data")), reason
+    assert _train_jobs(stack) == start + 1
     data = phantom_png("glioma", seed=4242, size=64)
     s3.client().put_object("datasets", "retrain/glioma/new.png", io.BytesIO(data), len(data))
-    _run_check(stack)
+    assert _run_check(stack) == "dataset changed"
     assert _train_jobs(stack) == start + 2  # changed again: retrained
+
+
+def test_beat_with_default_queues_sends_the_retrain_check(
+    stack: TrainerStack, s3: S3Server, tmp_path: Path
+) -> None:
+    """`brainmri beat` as compose and Kubernetes run it (BRAINMRI_WORKER_QUEUES unset, so its
+    process never loads the trainer's tasks) must still send the check, and the trainer must
+    run it. The schedule used to be set only where the trainer's tasks were imported, so this
+    beat ran with an empty schedule and scheduled retraining never happened."""
+    env = {key: value for key, value in stack.env.items() if key != "BRAINMRI_WORKER_QUEUES"}
+    env.update(
+        {
+            "BRAINMRI_RETRAIN_SCHEDULE": "* * * * *",  # fires at the next minute boundary
+            "BRAINMRI_DATA_DIR": str(tmp_path / "beat"),
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    upload_dataset(s3, "retrain", per_class=12, seed=7)  # whichever way the check decides
+    base_env = {k: v for k, v in os.environ.items() if not k.startswith("BRAINMRI_")}
+    log_path = tmp_path / "beat.log"
+    seen = len(_check_reasons(stack))
+    with log_path.open("wb") as log:
+        beat = subprocess.Popen(
+            [sys.executable, "-m", "brainmri.cli.main", "beat"],
+            env={**base_env, **env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            deadline = time.monotonic() + 90
+            while "Sending due task retrain-check" not in log_path.read_text(errors="replace"):
+                assert beat.poll() is None, log_path.read_text()[-3000:]
+                assert time.monotonic() < deadline, log_path.read_text()[-3000:]
+                time.sleep(0.5)
+        finally:
+            os.killpg(beat.pid, signal.SIGTERM)
+            beat.wait(timeout=30)
+    _wait_for_check(stack, seen)
 
 
 def test_beat_schedule_from_cron() -> None:

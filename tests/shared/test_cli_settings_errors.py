@@ -99,6 +99,8 @@ def fresh_settings(monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPat
         ("BRAINMRI_RETRAIN_EPOCHS", "0", "greater than or equal to 1"),
         ("BRAINMRI_BROKER_VISIBILITY_TIMEOUT_SECONDS", "soon", "valid integer"),
         ("BRAINMRI_S3_SECURE", "maybe", "valid boolean"),
+        ("BRAINMRI_RETRAIN_SCHEDULE", "0 3 * *", "must have 5 fields"),
+        ("BRAINMRI_RETRAIN_SCHEDULE", "61 3 * * *", "invalid cron expression"),
     ],
 )
 def test_a_bad_value_names_the_variable_and_exits_2(

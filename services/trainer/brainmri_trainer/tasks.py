@@ -9,12 +9,9 @@ from brainmri.jobs.app import app
 from brainmri.jobs.names import RETRAIN_CHECK_TASK, TRAIN_TASK
 from brainmri.jobs.runtime import JobContext, JobOutcome, job_task
 from brainmri_trainer.retrain import check_and_retrain
-from brainmri_trainer.schedule import beat_schedule
 from brainmri_trainer.train_job import run_train
 
 log = logging.getLogger(__name__)
-# Beat (standalone, or embedded in a worker with -B) reads the schedule from the application.
-app.conf.beat_schedule = beat_schedule(get_settings().retrain_schedule)
 
 
 @job_task(app, name=TRAIN_TASK, time_limit=lambda s: s.train_time_limit)

@@ -18,6 +18,7 @@ from brainmri.config import get_settings
 from brainmri.devices import apply_device_tips, resolve_device
 from brainmri.jobs.celery_app import create_celery
 from brainmri.jobs.reaper import ReaperThread
+from brainmri.jobs.schedule import beat_schedule
 from brainmri.logs import configure_logging
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,9 @@ def task_modules(queues: list[str]) -> list[str]:
 
 
 app = create_celery(settings, include=task_modules(settings.worker_queue_list))
+# Every process carries the retrain schedule: beat (standalone, or in a worker with -B) sends
+# the check by name, whichever queues its own process consumes.
+app.conf.beat_schedule = beat_schedule(settings.retrain_schedule)
 _reaper: ReaperThread | None = None
 
 

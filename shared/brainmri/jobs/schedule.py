@@ -1,4 +1,11 @@
-"""Cron expressions from settings -> Celery beat schedules."""
+"""Cron expressions from settings -> Celery beat schedules.
+
+The schedule belongs to the Celery application every process builds (:mod:`brainmri.jobs.app`),
+not to the trainer's task module: beat sends the retrain check by task name and never imports
+the task, and a beat process started with the default queues (``brainmri beat`` in compose and
+Kubernetes) never loads the trainer's tasks. While the schedule was set there, that beat had
+an empty schedule and scheduled retraining never ran.
+"""
 
 from __future__ import annotations
 
@@ -31,6 +38,8 @@ def parse_cron(expression: str) -> crontab:
 
 
 def beat_schedule(expression: str) -> dict[str, dict[str, object]]:
+    """The beat entries for ``BRAINMRI_RETRAIN_SCHEDULE``: one retrain check sent to the train
+    queue at each cron tick, or none when the expression is empty."""
     if not expression.strip():
         return {}
     return {
