@@ -14,6 +14,7 @@ import pytest
 import redis as redis_lib
 from fastapi.testclient import TestClient
 from PIL import Image
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import func, select
 
 from brainmri.db.models import Job, Prediction
@@ -461,16 +462,22 @@ def test_health_readiness_and_prometheus(stack: Stack) -> None:
     ready = stack.client.get("/readyz")
     assert ready.status_code == 200, ready.text
     assert set(ready.json()["checks"]) == {"database", "broker", "object_store", "model"}
-    submit_png(stack, USER)
-    time.sleep(0.5)
-    text = stack.client.get("/metrics").text
-    for metric in (
-        "brainmri_http_request_duration_seconds_bucket",
-        'brainmri_jobs{kind="predict"',
-        'brainmri_queue_depth{queue="predict"}',
-        "brainmri_inference_seconds_per_image",
-    ):
-        assert metric in text, metric
+    job = wait_for_job(stack.client, submit_png(stack, USER)["job_id"], USER)
+    assert job["status"] == "succeeded", job
+    samples = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(stack.client.get("/metrics").text)
+        for sample in family.samples
+    }
+    # Samples, not names: a metric's HELP line names it even when it has no value.
+    assert samples[("brainmri_jobs", (("kind", "predict"), ("status", "succeeded")))] >= 1
+    assert (("brainmri_queue_depth", (("queue", "predict"),))) in samples
+    median = samples[("brainmri_inference_seconds_per_image", (("quantile", "0.5"),))]
+    assert 0 < median < 60
+    assert any(
+        name == "brainmri_http_request_duration_seconds_count" and dict(labels)["route"]
+        for name, labels in samples
+    )
 
 
 def test_broker_down_means_503_and_nothing_stored(stack: Stack) -> None:
