@@ -8,7 +8,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from PIL import Image
+from PIL import Image, ImageOps
 
 from brainmri.cli.main import main
 from brainmri.data.builder import CSV_COLUMNS, build_dataset, stratified_group_split
@@ -50,6 +50,10 @@ def messy_dataset(tmp_path: Path) -> Path:
             root / "glioma" / f"near_{i}.jpg", quality=92
         )
     shutil.copy(glioma[3], root / "notumor" / "mislabelled_copy.png")
+    original = Image.open(glioma[4])  # mirrored and flipped copies, as the public data holds
+    ImageOps.mirror(original).save(root / "glioma" / "mirror_lr.png")
+    ImageOps.flip(original).save(root / "glioma" / "mirror_ud.png")
+    original.rotate(180).save(root / "glioma" / "mirror_180.png")
     (root / "pituitary" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
     (root / "README.txt").write_text("not in a class folder")
     return root
@@ -88,6 +92,16 @@ def test_build_handles_duplicates_and_never_splits_a_group(
         if "near_" in row["path"] or row["path"].endswith("glioma_0002.png")
     ]
     assert len({row["group_id"] for row in near}) == 1
+    mirrored = [
+        row
+        for split_rows in rows.values()
+        for row in split_rows
+        if "mirror_" in row["path"] or row["path"].endswith("glioma_0004.png")
+    ]
+    assert len(mirrored) == 4
+    assert len({row["group_id"] for row in mirrored}) == 1  # one group, so one split
+    assert summary.near_duplicate_pairs["mirrored"] >= 1
+    assert summary.near_duplicate_pairs["upside down"] >= 1
     for split in ("val", "test"):
         assert set(Counter(row["class_name"] for row in rows[split])) == {
             "no_tumor",
@@ -97,6 +111,25 @@ def test_build_handles_duplicates_and_never_splits_a_group(
         }
     assert (out / "summary.json").exists()
     assert "data fingerprint" in summary.table()
+
+
+def test_as_stored_grouping_lets_mirrored_copies_straddle_splits(
+    messy_dataset: Path, tmp_path: Path
+) -> None:
+    """``flip_duplicates=False`` is the grouping of splits built before flips were compared
+    (kept to reproduce them): a slice and its mirror image correlate far below the threshold
+    as stored, so they are separate groups and can land in different splits."""
+    summary = build_dataset(
+        [messy_dataset], tmp_path / "old", seed=1, progress=False, flip_duplicates=False
+    )
+    rows = [
+        row
+        for split in ("train", "val", "test")
+        for row in csv.DictReader((tmp_path / "old" / f"{split}.csv").open())
+        if "mirror_" in row["path"] or row["path"].endswith("glioma_0004.png")
+    ]
+    assert len({row["group_id"] for row in rows}) == 4
+    assert set(summary.near_duplicate_pairs) == {"as stored"}
 
 
 def test_fingerprint_changes_only_with_the_data(tmp_path: Path) -> None:

@@ -112,6 +112,21 @@ def test_report_handles_single_class() -> None:
     assert report["specificity"] is None
 
 
+def test_macro_f1_averages_over_the_classes_that_occur() -> None:
+    """A folder of gliomas and meningiomas, all right, is a macro-F1 of 1 - not 0.5 from two
+    absent classes scored 0. A class that is only predicted still costs its false alarms."""
+    y = np.array([1] * 10 + [2] * 10)
+    probs = np.zeros((20, 4))
+    probs[np.arange(20), y] = 0.9
+    probs[:, 0] = 0.1
+    assert classification_report(y, probs, NAMES, threshold=0.5)["macro_f1"] == 1.0
+    probs[0] = [0.0, 0.1, 0.0, 0.9]  # one glioma called pituitary, which is not in the truth
+    report = classification_report(y, probs, NAMES, threshold=0.5)
+    glioma_f1 = 2 * 9 / (2 * 9 + 1)  # 9 right, 1 missed, no false alarm
+    assert report["macro_f1"] == pytest.approx((glioma_f1 + 1.0 + 0.0) / 3)
+    assert report["per_class"]["no_tumor"]["support"] == 0
+
+
 def _clustered_predictions(
     n_groups: int, per_group: int, wrong_groups: int
 ) -> tuple[np.ndarray, np.ndarray, list[str]]:

@@ -16,8 +16,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         epilog=EPILOG,
         help="scan class-named folders into duplicate-aware, stratified splits",
         description="Folder names are case/underscore tolerant with aliases (notumor, "
-        "glioma_tumor, ...). Exact duplicates are dropped, near duplicates grouped, and a group "
-        "never straddles splits.",
+        "glioma_tumor, ...). Exact duplicates are dropped, near duplicates (mirrored and "
+        "flipped copies included) grouped, and a group never straddles splits.",
     )
     build.add_argument(
         "--root",
@@ -37,6 +37,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=0.99,
         help="32x32 grey thumbnail correlation that makes two images one group",
     )
+    add_flag(
+        build,
+        "no_flip_duplicates",
+        action="store_true",
+        help="compare thumbnails only as stored, not also mirrored/flipped: reproduces splits "
+        "built before 2026-12-06 (such as the shipped model's), which let mirrored copies "
+        "straddle splits; never for new splits",
+    )
     add_flag(build, "workers", type=int, default=2, help="decoding threads")
     build.set_defaults(handler=run_build)
     register_pack(commands)
@@ -53,6 +61,7 @@ def run_build(args: argparse.Namespace) -> int:
         seed=args.seed,
         near_dup_threshold=args.near_dup_threshold,
         workers=args.workers,
+        flip_duplicates=not args.no_flip_duplicates,
     )
     print(summary.table())
     if summary.unreadable:

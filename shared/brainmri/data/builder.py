@@ -66,12 +66,15 @@ class BuildSummary:
     n_groups: int = 0
     near_duplicate_groups: int = 0
     images_in_near_duplicate_groups: int = 0
+    # Pairs above the threshold by the orientation that first linked them (as stored first).
+    near_duplicate_pairs: dict[str, int] = field(default_factory=dict)
     exact_duplicates_dropped: int = 0
     conflicting_label_copies_dropped: int = 0
     unlabelled_files: int = 0
     unreadable: list[str] = field(default_factory=list)
     fingerprint: str = ""
     near_dup_threshold: float = DEFAULT_NEAR_DUP_THRESHOLD
+    flip_duplicates: bool = True
     seed: int = 0
 
     def as_dict(self) -> dict[str, object]:
@@ -89,8 +92,14 @@ class BuildSummary:
             f"files scanned: {self.n_files}, kept: {self.n_kept}, groups: {self.n_groups}",
             f"exact duplicates dropped: {self.exact_duplicates_dropped}; copies with conflicting "
             f"labels dropped: {self.conflicting_label_copies_dropped}",
-            f"near-duplicate groups (corr >= {self.near_dup_threshold}): "
+            f"near-duplicate groups (corr >= {self.near_dup_threshold}, "
+            f"{'flips included' if self.flip_duplicates else 'as stored only'}): "
             f"{self.near_duplicate_groups} holding {self.images_in_near_duplicate_groups} images",
+            "near-duplicate pairs by orientation: "
+            + (
+                ", ".join(f"{name} {count}" for name, count in self.near_duplicate_pairs.items())
+                or "none"
+            ),
             f"unreadable files: {len(self.unreadable)}; files outside class folders: "
             f"{self.unlabelled_files}",
             f"data fingerprint: {self.fingerprint}",
@@ -190,17 +199,55 @@ class _UnionFind:
             self.parent[max(ra, rb)] = min(ra, rb)
 
 
-def near_duplicate_groups(thumbnails: np.ndarray, threshold: float, chunk: int = 1024) -> list[int]:
-    """Group index per row: rows whose Pearson correlation >= threshold share a group."""
+def orientations(thumbnails: np.ndarray) -> list[tuple[str, np.ndarray]]:
+    """The thumbnails as stored and mirrored left-right, upside down and turned 180 degrees.
+
+    The public brain MRI data holds mirrored copies of hundreds of slices (augmented copies
+    carried over from its source sets). Compared only as stored, a slice and its mirror image
+    correlate far below the threshold, so they landed in different splits: about 43% of the
+    old test split had a mirrored twin in train, which a model trained with flips has in
+    effect seen. Centring and scaling do not change under a flip, so every variant stays a
+    unit vector and the dot product is still the Pearson correlation.
+    """
+    grid = thumbnails.reshape(-1, THUMB_SIZE, THUMB_SIZE)
+    flipped = {
+        "mirrored": grid[:, :, ::-1],
+        "upside down": grid[:, ::-1, :],
+        "turned 180": grid[:, ::-1, ::-1],
+    }
+    return [("as stored", thumbnails)] + [
+        (name, np.ascontiguousarray(view).reshape(thumbnails.shape))
+        for name, view in flipped.items()
+    ]
+
+
+def near_duplicate_groups(
+    thumbnails: np.ndarray, threshold: float, chunk: int = 1024, *, flips: bool = True
+) -> tuple[list[int], dict[str, int]]:
+    """Group index per row: rows whose Pearson correlation >= threshold, as stored or with one
+    of them flipped (:func:`orientations`), share a group. Also returns, per orientation, how
+    many pairs were linked that way and not as stored (what the flips add).
+
+    ``flips=False`` compares as stored only: the grouping of splits built before 2026-12-06,
+    kept to reproduce them (the shipped model's split), not for new ones."""
     n = thumbnails.shape[0]
     groups = _UnionFind(n)
-    for start in range(0, n, chunk):
-        block = thumbnails[start : start + chunk] @ thumbnails.T
-        rows, cols = np.nonzero(block >= threshold)
-        for row, col in zip(rows + start, cols, strict=True):
-            if col > row:
-                groups.union(int(row), int(col))
-    return [groups.find(i) for i in range(n)]
+    linked: set[tuple[int, int]] = set()
+    added: dict[str, int] = {}
+    variants = orientations(thumbnails) if flips else [("as stored", thumbnails)]
+    for name, variant in variants:
+        new_pairs = 0
+        for start in range(0, n, chunk):
+            block = thumbnails[start : start + chunk] @ variant.T
+            rows, cols = np.nonzero(block >= threshold)
+            for row, col in zip(rows + start, cols, strict=True):
+                pair = (int(min(row, col)), int(max(row, col)))
+                if pair[0] != pair[1] and pair not in linked:
+                    linked.add(pair)
+                    new_pairs += 1
+                    groups.union(*pair)
+        added[name] = new_pairs
+    return [groups.find(i) for i in range(n)], added
 
 
 def dataset_fingerprint(pairs: Iterable[tuple[str, str]]) -> str:
@@ -278,6 +325,7 @@ def build_dataset(
     near_dup_threshold: float = DEFAULT_NEAR_DUP_THRESHOLD,
     workers: int = 2,
     progress: bool = True,
+    flip_duplicates: bool = True,
 ) -> BuildSummary:
     """Scan, deduplicate, group and split; write ``train/val/test.csv`` and a summary JSON."""
     items, unlabelled = scan_class_folders(roots)
@@ -291,6 +339,7 @@ def build_dataset(
         workers=workers,
         progress=progress,
         unlabelled=unlabelled,
+        flip_duplicates=flip_duplicates,
     )
 
 
@@ -305,6 +354,7 @@ def build_dataset_from_items(
     workers: int = 2,
     progress: bool = True,
     unlabelled: int = 0,
+    flip_duplicates: bool = True,
 ) -> BuildSummary:
     """The builder for labelled files that are already known (e.g. from a manifest)."""
     if not items:
@@ -319,6 +369,7 @@ def build_dataset_from_items(
         unlabelled_files=unlabelled,
         seed=seed,
         near_dup_threshold=near_dup_threshold,
+        flip_duplicates=flip_duplicates,
         unreadable=[f"{record.path}: {record.error}" for record in records if record.error],
     )
     kept, summary.exact_duplicates_dropped, summary.conflicting_label_copies_dropped = deduplicate(
@@ -327,7 +378,10 @@ def build_dataset_from_items(
     if not kept:
         raise DatasetError("no readable images remain after removing duplicates")
     thumbs = np.stack([record.thumbnail for record in kept])  # type: ignore[misc]
-    group_roots = near_duplicate_groups(thumbs, near_dup_threshold)
+    group_roots, pairs_by_orientation = near_duplicate_groups(
+        thumbs, near_dup_threshold, flips=flip_duplicates
+    )
+    summary.near_duplicate_pairs = pairs_by_orientation
     sizes = Counter(group_roots)
     summary.n_kept = len(kept)
     summary.n_groups = len(sizes)
