@@ -15,7 +15,7 @@ def register_trainer(subparsers: argparse._SubParsersAction) -> None:
         epilog=EPILOG,
     )
     parser.add_argument("--name", default=None, help="worker node name")
-    parser.set_defaults(handler=lambda args: run_worker(queues="train", name=args.name) or 0)
+    parser.set_defaults(handler=lambda args: run_worker(queues="train", name=args.name))
 
 
 def register_beat(subparsers: argparse._SubParsersAction) -> None:
@@ -24,4 +24,4 @@ def register_beat(subparsers: argparse._SubParsersAction) -> None:
         help="run the retrain scheduler (BRAINMRI_RETRAIN_SCHEDULE); exactly one",
         epilog=EPILOG,
     )
-    parser.set_defaults(handler=lambda args: run_beat() or 0)
+    parser.set_defaults(handler=lambda args: run_beat())

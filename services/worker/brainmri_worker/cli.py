@@ -33,14 +33,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="also run the retrain scheduler in this process (one per deployment)",
     )
     parser.set_defaults(
-        handler=lambda args: (
-            run_worker(
-                queues=args.queues,
-                concurrency=args.concurrency,
-                pool=args.pool,
-                name=args.name,
-                beat=args.beat,
-            )
-            or 0
+        handler=lambda args: run_worker(
+            queues=args.queues,
+            concurrency=args.concurrency,
+            pool=args.pool,
+            name=args.name,
+            beat=args.beat,
         )
     )

@@ -9,6 +9,7 @@ from kombu import Exchange, Queue
 
 from brainmri.config import Settings
 from brainmri.jobs.names import ALL_QUEUES, TASK_ROUTES
+from brainmri.jobs.spool import TRANSPORT as SPOOL_TRANSPORT
 
 
 def create_celery(settings: Settings, *, include: Sequence[str] = ()) -> Celery:
@@ -50,6 +51,7 @@ def create_celery(settings: Settings, *, include: Sequence[str] = ()) -> Celery:
         for folder in ("queue", "processed", "control"):
             (spool / folder).mkdir(parents=True, exist_ok=True)
         app.conf.update(
+            broker_transport=SPOOL_TRANSPORT,
             broker_transport_options={
                 "data_folder_in": str(spool / "queue"),
                 "data_folder_out": str(spool / "queue"),
