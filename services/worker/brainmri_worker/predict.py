@@ -50,7 +50,10 @@ def run_predict(ctx: JobContext, engine: InferenceEngine) -> JobOutcome:
     cam_uri = None
     if ctx.params.get("cam", True):
         ctx.check_cancelled()
-        cam_uri = store.put(ctx.artifact_key("cam.png"), engine.explain(prepared).png, "image/png")
+        # The reported class (averaged over TTA views or DICOM slices), not the displayed
+        # slice's own un-augmented top class: the heatmap must explain what the user is told.
+        cam = engine.explain(prepared, target_class=prediction.predicted_class)
+        cam_uri = store.put(ctx.artifact_key("cam.png"), cam.png, "image/png")
         artifacts["cam.png"] = cam_uri
     result = prediction.to_dict(threshold)
     result["cam_url"] = f"/v1/jobs/{ctx.job_id}/artifacts/cam.png" if cam_uri else None

@@ -135,7 +135,11 @@ def run(args: argparse.Namespace) -> int:
             prediction = engine.predict_prepared([prepared], tta=args.tta)[0]
             entry.update(prediction.to_dict(threshold))
             entry["input"] = {"kind": prepared.decoded.kind, **prepared.decoded.details}
-            cam_png = engine.explain(prepared).png if targets else None
+            cam_png = (  # explains the reported class, whatever the TTA views decided
+                engine.explain(prepared, target_class=prediction.predicted_class).png
+                if targets
+                else None
+            )
         except (InputError, OSError) as exc:
             failed = True
             entry["error"] = {"code": getattr(exc, "code", "unreadable_file"), "message": str(exc)}

@@ -245,7 +245,12 @@ class InferenceEngine:
 
     # --- explanation ----------------------------------------------------------------------------
     def explain(self, prepared: PreparedInput, target_class: str | None = None) -> CamResult:
-        """Grad-CAM overlay for the displayed slice (default target: the predicted class)."""
+        """Grad-CAM overlay for the displayed slice, for ``target_class``.
+
+        Pass the reported prediction's class: without it the target is the displayed slice's
+        own un-augmented top class, which differs from a TTA or multi-slice prediction on
+        borderline inputs (3 in 108 in a review), so the heatmap would explain another class.
+        """
         explainer = self._get_explainer()
         slice_index = len(prepared.tensors) // 2
         tensor = prepared.tensors[slice_index]
