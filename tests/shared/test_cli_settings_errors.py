@@ -149,3 +149,15 @@ def test_a_startup_check_is_one_line_too(
     err = capsys.readouterr().err
     assert err.startswith("error [configuration_error]: BRAINMRI_RETRAIN_TIME_BUDGET_MINUTES=")
     assert err.count("\n") == 1
+
+
+def test_port_is_read_only_by_serve_and_a_bad_one_is_one_line() -> None:
+    """`PORT` used to be parsed while every command's parser was built: an empty or bad value
+    crashed `brainmri predict --help` with a traceback."""
+    assert brainmri("predict", "--help", env=clean_env(PORT="")).returncode == 0
+    assert brainmri("settings", env=clean_env(PORT="abc")).returncode == 0
+    result = brainmri("serve", env=clean_env(PORT="abc"))
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "error [configuration_error]: PORT='abc' is not a port number (1-65535)"
+    ]

@@ -23,6 +23,7 @@ import time
 from brainmri import DISCLAIMER
 from brainmri.cli.common import EPILOG
 from brainmri.config import Settings, get_settings
+from brainmri.errors import ConfigurationError
 
 log = logging.getLogger(__name__)
 
@@ -43,11 +44,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "under BRAINMRI_DATA_DIR.",
     )
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
+    parser.add_argument("--port", type=int, default=None, help="default: $PORT, else 8000")
     parser.add_argument(
         "--no-worker", action="store_true", help="embedded mode without the bundled workers"
     )
     parser.set_defaults(handler=run)
+
+
+def port_from_environment() -> int:
+    """``$PORT`` (as platforms that assign ports set it), else 8000; empty counts as unset.
+
+    Read when `serve` runs, not when the parser is built: a bad value used to crash every
+    ``brainmri`` command with a traceback, ``--help`` included.
+    """
+    value = os.environ.get("PORT", "").strip()
+    if not value:
+        return 8000
+    if not value.isdigit() or not 0 < int(value) < 65536:
+        raise ConfigurationError(f"PORT={value!r} is not a port number (1-65535)")
+    return int(value)
 
 
 def embedded_api_key(settings: Settings) -> str:
@@ -145,6 +160,7 @@ def run(args: argparse.Namespace) -> int:
 
     from brainmri.db.migrate import upgrade, wait_for_database
 
+    port = args.port if args.port is not None else port_from_environment()
     settings = get_settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     workers: dict[str, subprocess.Popen[bytes]] = {}
@@ -175,9 +191,7 @@ def run(args: argparse.Namespace) -> int:
         )
     else:
         wait_for_database(settings.resolved_database_url)
-    print(
-        f"brainmri API on http://{args.host}:{args.port} (docs at /docs). {DISCLAIMER}", flush=True
-    )
+    print(f"brainmri API on http://{args.host}:{port} (docs at /docs). {DISCLAIMER}", flush=True)
     from brainmri_api.main import create_app
 
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
@@ -185,7 +199,7 @@ def run(args: argparse.Namespace) -> int:
         uvicorn.run(
             create_app(settings),
             host=args.host,
-            port=args.port,
+            port=port,
             log_config=None,
             proxy_headers=True,
             access_log=False,  # brainmri_api.access logs every request with its id
