@@ -18,23 +18,15 @@ from kombu.transport.virtual import Empty
 
 from brainmri.config import Settings
 from brainmri.jobs.celery_app import create_celery
-from brainmri.jobs.spool import TRANSPORT
+from brainmri.jobs.spool import TRANSPORT, spool_options
 from brainmri.jobs.worker_main import run_celery
 
 QUEUE = Queue("predict", Exchange("predict", type="direct"), routing_key="predict")
 
 
 def spool_connection(spool: Path) -> Connection:
-    options = {
-        "data_folder_in": str(spool / "queue"),
-        "data_folder_out": str(spool / "queue"),
-        "processed_folder": str(spool / "processed"),
-        "control_folder": str(spool / "control"),
-        "store_processed": False,
-        "polling_interval": 0.01,
-    }
-    for folder in ("queue", "processed", "control"):
-        (spool / folder).mkdir(parents=True, exist_ok=True)
+    """A connection to ``spool`` as embedded mode's Celery app makes it."""
+    options = spool_options(spool, polling_interval=0.01)
     return Connection("filesystem://", transport=TRANSPORT, transport_options=options)
 
 

@@ -10,6 +10,7 @@ from kombu import Exchange, Queue
 from brainmri.config import Settings
 from brainmri.jobs.names import ALL_QUEUES, TASK_ROUTES
 from brainmri.jobs.spool import TRANSPORT as SPOOL_TRANSPORT
+from brainmri.jobs.spool import spool_options
 
 
 def create_celery(settings: Settings, *, include: Sequence[str] = ()) -> Celery:
@@ -47,19 +48,11 @@ def create_celery(settings: Settings, *, include: Sequence[str] = ()) -> Celery:
         broker_connection_timeout=5,
     )
     if settings.embedded:
-        spool = settings.broker_spool_dir
-        for folder in ("queue", "processed", "control"):
-            (spool / folder).mkdir(parents=True, exist_ok=True)
         app.conf.update(
             broker_transport=SPOOL_TRANSPORT,
-            broker_transport_options={
-                "data_folder_in": str(spool / "queue"),
-                "data_folder_out": str(spool / "queue"),
-                "processed_folder": str(spool / "processed"),
-                "control_folder": str(spool / "control"),
-                "store_processed": False,
-                "polling_interval": settings.broker_poll_interval,
-            },
+            broker_transport_options=spool_options(
+                settings.broker_spool_dir, settings.broker_poll_interval
+            ),
             worker_enable_remote_control=False,
         )
     else:

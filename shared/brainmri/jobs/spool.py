@@ -38,6 +38,20 @@ log = logging.getLogger(__name__)
 TRANSPORT = "brainmri.jobs.spool:Transport"
 
 
+def spool_options(spool: Path, polling_interval: float) -> dict[str, Any]:
+    """The transport options for a spool folder (its sub-folders are created here)."""
+    for folder in ("queue", "processed", "control"):
+        (spool / folder).mkdir(parents=True, exist_ok=True)
+    return {
+        "data_folder_in": str(spool / "queue"),
+        "data_folder_out": str(spool / "queue"),
+        "processed_folder": str(spool / "processed"),
+        "control_folder": str(spool / "control"),
+        "store_processed": False,
+        "polling_interval": polling_interval,
+    }
+
+
 def _replace_atomically(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` so that a reader sees the old content or the new, never part."""
     partial = path.with_name(f".{path.name}.{uuid.uuid4().hex}.partial")
