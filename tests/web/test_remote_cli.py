@@ -230,3 +230,17 @@ def test_jobs_show_says_where_a_running_job_is(status: str, detail: dict, expect
         "finished_at": None,
     }
     assert expected in _job_summary(job)
+
+
+def test_a_threshold_outside_0_1_is_refused_before_anything_is_sent(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """As the local `predict --threshold` does: a usage error naming the flag (exit 2), not a
+    job submitted and refused by the server with an error about `body.threshold`."""
+    image = tmp_path / "scan.png"
+    image.write_bytes(phantom_png("glioma", seed=4, size=64))
+    for command in (["predict", str(image)], ["evaluate", str(tmp_path)]):
+        result = cli(stack, "submit", *command, "--threshold", "1.5")
+        assert result.returncode == 2
+        assert "--threshold" in result.stderr
+        assert "body.threshold" not in result.stderr

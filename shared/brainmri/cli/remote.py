@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from brainmri.cli.common import EPILOG, add_flag, fail, print_json
+from brainmri.cli.common import EPILOG, add_flag, fail, print_json, unit_interval
 from brainmri.client import (
     DEFAULT_URL,
     KEY_ENV,
@@ -119,7 +119,9 @@ def _register_submit(sub: argparse._SubParsersAction, common: argparse.ArgumentP
     predict.add_argument("files", nargs="+", type=Path, metavar="FILE")
     predict.add_argument("--tta", action="store_true", help="test-time augmentation")
     predict.add_argument("--no-cam", action="store_true", help="skip the Grad-CAM overlay")
-    predict.add_argument("--threshold", type=float, default=None, help="operating threshold")
+    predict.add_argument(
+        "--threshold", type=unit_interval, default=None, help="operating threshold (0-1)"
+    )
     predict.add_argument(
         "--cam-dir",
         type=Path,
@@ -141,7 +143,9 @@ def _register_submit(sub: argparse._SubParsersAction, common: argparse.ArgumentP
     evaluate.add_argument("source", metavar="SOURCE")
     evaluate.add_argument("--limit", type=int, default=0, help="at most N images (0: all)")
     evaluate.add_argument("--tta", action="store_true", help="test-time augmentation")
-    evaluate.add_argument("--threshold", type=float, default=None, help="operating threshold")
+    evaluate.add_argument(
+        "--threshold", type=unit_interval, default=None, help="operating threshold (0-1)"
+    )
     _wait_options(evaluate)
     evaluate.set_defaults(handler=run_submit_evaluate)
 
