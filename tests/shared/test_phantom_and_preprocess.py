@@ -117,3 +117,27 @@ def test_service_predict_sees_the_same_tensor(
     train_eval = EvalDataset(cache, config)[0][0]
     assert torch.equal(service, local)
     assert torch.equal(local, train_eval)
+
+
+def test_the_upload_limit_is_on_the_bytes_sent_not_on_the_lossless_copy() -> None:
+    """A JPEG under BRAINMRI_MAX_UPLOAD_BYTES was refused as 413 because its metadata-free
+    PNG copy, the service's own product, was held to the same byte limit (a 25 KB JPEG "was
+    126618 bytes"). The copy is still decoded under every other limit."""
+    from PIL import Image
+
+    from brainmri.errors import InputTooLargeError
+    from brainmri.imaging.dicom import SliceSelection
+    from brainmri.imaging.ingest import sanitize_upload
+    from brainmri.imaging.limits import InputLimits
+    from tests.helpers import encode
+
+    noise = np.random.default_rng(0).integers(0, 256, (256, 256), dtype=np.uint8)
+    data = encode(Image.fromarray(noise), "JPEG", quality=60)
+    limits = InputLimits(max_bytes=len(data) + 100)
+    stored = sanitize_upload(data, limits, SliceSelection())
+    assert stored.extension == ".png"
+    assert len(stored.data) > limits.max_bytes  # the copy is larger, and that is fine
+    with pytest.raises(InputTooLargeError, match="limit"):
+        sanitize_upload(data, InputLimits(max_bytes=len(data) - 1), SliceSelection())
+    with pytest.raises(InputTooLargeError):  # the pixel limit still holds for the copy
+        sanitize_upload(data, InputLimits(max_pixels=256 * 255), SliceSelection())

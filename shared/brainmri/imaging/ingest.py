@@ -16,7 +16,7 @@ from __future__ import annotations
 import io
 import tempfile
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +61,11 @@ def sanitize_upload(data: bytes, limits: InputLimits, selection: SliceSelection)
         clean = to_bytes(deidentify(_read_dicom(data), UIDMapper()))
     else:
         clean = _deidentified_zip(data, limits)
-    checked = decode_input(clean, limits=limits, dicom_selection=selection)
+    # The byte limit is on what the user sent; the clean copy is the service's own product
+    # (a JPEG re-encoded as lossless PNG can be several times larger), so only its size is
+    # exempt from the re-check - pixels, frames and members are held to the same limits.
+    clean_limits = replace(limits, max_bytes=max(limits.max_bytes, len(clean)))
+    checked = decode_input(clean, limits=clean_limits, dicom_selection=selection)
     details = dict(checked.details)
     if "selected_indices" in details:
         details["selected_indices"] = list(details["selected_indices"])
