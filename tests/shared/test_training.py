@@ -290,6 +290,13 @@ def test_resume_continues_exactly(split: Path, tmp_path: Path, ema_decay: float)
     with pytest.raises(TrainingCancelled):
         Trainer(config, train, val, tmp_path / "resumed", progress=False, hooks=hooks).run()
     assert not (tmp_path / "resumed" / "model").exists()  # nothing half-written
+    saved = torch.load(
+        tmp_path / "resumed" / "checkpoints" / "last.pt", map_location="cpu", weights_only=True
+    )
+    # The loss scale (fp16 on CUDA; an empty state when the scaler is off, as here) and the
+    # CUDA generators travel with the checkpoint.
+    assert saved["scaler"] == torch.amp.GradScaler("cpu", enabled=False).state_dict()
+    assert "cuda_rng" in saved
     resumed = Trainer(config, train, val, tmp_path / "resumed", progress=False).run(
         resume=tmp_path / "resumed" / "checkpoints" / "last.pt"
     )
@@ -646,3 +653,24 @@ def test_time_budget_horizon_grows_back_after_a_slow_start(
         tmp_path / "grow" / "checkpoints" / "last.pt", map_location="cpu", weights_only=True
     )
     assert sum(last["state"]["epoch_seconds"]) <= 600 + 30
+
+
+def test_class_weighted_soft_loss_is_minimal_at_the_target() -> None:
+    """With class weights, a smoothed or mixed target must still be the loss's minimum: the
+    gradient at p == target is zero. Weighting each target entry moved the minimum towards the
+    up-weighted class (a 0.7 glioma / 0.3 no-tumour mix was pushed to P(no_tumor) 0.68)."""
+    from brainmri.training.mixing import soft_cross_entropy
+
+    weights = torch.tensor([2.5, 0.5, 0.5, 0.5])  # no_tumor rare, so weighted up
+    for target in ([0.3, 0.7, 0.0, 0.0], [0.025, 0.925, 0.025, 0.025]):
+        targets = torch.tensor([target])
+        logits = torch.log(targets.clamp_min(1e-6)).requires_grad_(True)
+        soft_cross_entropy(logits, targets, weights).backward()
+        assert logits.grad is not None
+        assert logits.grad.abs().max() < 1e-4, target
+    # Hard labels: the weighted mean that F.cross_entropy(weight=...) computes.
+    logits = torch.randn(6, 4)
+    labels = torch.tensor([0, 1, 2, 3, 1, 0])
+    expected = torch.nn.functional.cross_entropy(logits, labels, weight=weights)
+    one_hot = torch.nn.functional.one_hot(labels, 4).float()
+    assert soft_cross_entropy(logits, one_hot, weights) == pytest.approx(float(expected), 1e-5)

@@ -75,7 +75,18 @@ class BatchMixer:
 def soft_cross_entropy(
     logits: torch.Tensor, targets: torch.Tensor, class_weights: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """Cross-entropy against soft targets, optionally weighted per class."""
+    """Cross-entropy against soft targets, optionally weighted per class.
+
+    Class weights weigh each *sample* (by its target's mix of classes: a 70/30 MixUp of a
+    glioma and a no-tumour slice counts 0.7 w_glioma + 0.3 w_no_tumor), and the loss is the
+    weighted mean, as ``F.cross_entropy(weight=...)`` does for hard labels. Weighting each
+    target entry instead moved the loss's minimum away from the target itself (towards
+    p ~ target * w): with a rare class weighted up, label smoothing and mixing taught the
+    model to over-predict it - a 0.7/0.3 mix was pushed to P(rare) 0.68.
+    """
     log_probs = F.log_softmax(logits.float(), dim=-1)
-    weighted = targets * class_weights if class_weights is not None else targets
-    return -(weighted * log_probs).sum(dim=-1).mean()
+    per_sample = -(targets * log_probs).sum(dim=-1)
+    if class_weights is None:
+        return per_sample.mean()
+    sample_weights = targets @ class_weights.to(targets.dtype)
+    return (sample_weights * per_sample).sum() / sample_weights.sum()

@@ -349,7 +349,9 @@ class Trainer:
             "epoch_seconds": [],  # wall time of each finished epoch, saves and hooks included
         }
         if resume is not None:
-            state = self._load_checkpoint(resume, model, optimizer, scheduler, mixer, ema)
+            state = self._load_checkpoint(
+                resume, model, optimizer, scheduler, mixer, ema, scaler=scaler
+            )
             state.setdefault("planned_epochs", config.epochs)
             state.setdefault("epoch_seconds", [])
             log.info("resumed from %s at epoch %d", resume, state["epoch"])
@@ -415,7 +417,14 @@ class Trainer:
             state["epoch"] = epoch
             self._fit_time_budget(state, loop_started, schedule, steps_per_epoch)
             self._save_checkpoint(
-                checkpoints / "last.pt", model, optimizer, scheduler, mixer, state, ema
+                checkpoints / "last.pt",
+                model,
+                optimizer,
+                scheduler,
+                mixer,
+                state,
+                ema,
+                scaler=scaler,
             )
             self._log_epoch(epoch_report)
             if self.hooks.on_epoch:
@@ -744,7 +753,12 @@ class Trainer:
         mixer: BatchMixer,
         state: dict[str, Any],
         ema: WeightAverage | None = None,
+        *,
+        scaler: torch.amp.GradScaler | None = None,
     ) -> None:
+        """Everything a resumed run needs to continue as if never stopped: with fp16 on CUDA
+        that includes the loss scale (a fresh scaler skips steps while it re-learns it) and
+        the CUDA generators (dropout, augmentation on the device)."""
         payload = {
             "ema": ema.state_dict() if ema is not None else None,
             "model": model.state_dict(),
@@ -753,6 +767,8 @@ class Trainer:
             "state": state,
             "mix_counts": dict(mixer.counts),
             "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None,
+            "scaler": scaler.state_dict() if scaler is not None else None,
             "loader_rng": self._loader_generator.get_state(),
             "config": self.config.as_dict(),
         }
@@ -768,6 +784,8 @@ class Trainer:
         scheduler: Any,
         mixer: BatchMixer,
         ema: WeightAverage | None = None,
+        *,
+        scaler: torch.amp.GradScaler | None = None,
     ) -> dict[str, Any]:
         payload = torch.load(path, map_location="cpu", weights_only=True)
         saved = TrainConfig.from_dict(payload["config"])
@@ -784,6 +802,12 @@ class Trainer:
             ema.load_state_dict(payload["ema"])
         mixer.counts.update(payload["mix_counts"])
         torch.set_rng_state(payload["torch_rng"])
+        # Checkpoints written before these were saved lack them; a CPU resume of a CUDA run
+        # cannot use the CUDA generators.
+        if payload.get("cuda_rng") and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(payload["cuda_rng"])
+        if scaler is not None and payload.get("scaler"):
+            scaler.load_state_dict(payload["scaler"])
         self._loader_generator.set_state(payload["loader_rng"])
         return payload["state"]
 
