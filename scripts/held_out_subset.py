@@ -12,7 +12,7 @@ with a twin in train and every test row with a twin in train or validation, and 
 rest, with flip-aware group ids, as manifests that ``brainmri eval`` and ``brainmri compare``
 read::
 
-    brainmri dataset build --root DATA --out runs/split-seed42 --seed 42 --no-flip-duplicates
+    brainmri dataset build --root DATA --out runs/split-seed42 --seed 42 --split-version 1
     python scripts/held_out_subset.py runs/split-seed42 --out runs/split-seed42-held-out
     brainmri eval --data runs/split-seed42-held-out/test.csv --out runs/eval-held-out
 

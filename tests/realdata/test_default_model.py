@@ -63,7 +63,7 @@ def test_model_card_test_figures_reproduce(real_data: Path, tmp_path: Path) -> N
         seed=split["seed"],
         progress=False,
         # The record's split predates flip-aware grouping; the same grouping rebuilds it.
-        flip_duplicates=split.get("flip_duplicates", False),
+        split_version=split.get("split_version", 1),
     )
     assert summary.fingerprint == split["data_fingerprint"], "the data folder changed"
     folder = tmp_path / "test"

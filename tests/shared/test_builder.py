@@ -116,11 +116,11 @@ def test_build_handles_duplicates_and_never_splits_a_group(
 def test_as_stored_grouping_lets_mirrored_copies_straddle_splits(
     messy_dataset: Path, tmp_path: Path
 ) -> None:
-    """``flip_duplicates=False`` is the grouping of splits built before flips were compared
-    (kept to reproduce them): a slice and its mirror image correlate far below the threshold
-    as stored, so they are separate groups and can land in different splits."""
+    """Split version 1 is the builder before flips were compared (kept to rebuild its splits):
+    a slice and its mirror image correlate far below the threshold as stored, so they are
+    separate groups and can land in different splits."""
     summary = build_dataset(
-        [messy_dataset], tmp_path / "old", seed=1, progress=False, flip_duplicates=False
+        [messy_dataset], tmp_path / "old", seed=1, progress=False, split_version=1
     )
     rows = [
         row
@@ -130,6 +130,40 @@ def test_as_stored_grouping_lets_mirrored_copies_straddle_splits(
     ]
     assert len({row["group_id"] for row in rows}) == 4
     assert set(summary.near_duplicate_pairs) == {"as stored"}
+
+
+def test_adding_images_never_moves_a_training_image_into_test(tmp_path: Path) -> None:
+    """A retrain's promotion gate scores production on the test split of the grown dataset:
+    images production trained on must not be there. Split version 2 places groups in hash
+    order, so growing the data by a fifth moves no training image to test, and most images
+    keep their split; version 1's reshuffle moves many."""
+    root = tmp_path / "data"
+    write_phantom_dataset(root, per_class=40, size=64, seed=5)
+
+    def splits_of(out: Path, version: int) -> dict[str, str]:
+        build_dataset([root], out, seed=3, progress=False, split_version=version)
+        return {
+            Path(row["path"]).name: split
+            for split in ("train", "val", "test")
+            for row in csv.DictReader((out / f"{split}.csv").open())
+        }
+
+    before = {version: splits_of(tmp_path / f"v{version}-a", version) for version in (1, 2)}
+    write_phantom_dataset(tmp_path / "more", per_class=8, size=64, seed=77)
+    for path in (tmp_path / "more").rglob("*.png"):
+        shutil.copy(path, root / path.parent.name / f"new_{path.name}")
+    after = {version: splits_of(tmp_path / f"v{version}-b", version) for version in (1, 2)}
+
+    def moved(version: int) -> Counter[tuple[str, str]]:
+        return Counter(
+            (split, after[version][name])
+            for name, split in before[version].items()
+            if after[version][name] != split
+        )
+
+    assert moved(2)[("train", "test")] == 0
+    assert sum(moved(2).values()) <= 0.1 * len(before[2])
+    assert sum(moved(1).values()) > 3 * max(1, sum(moved(2).values()))  # what it fixes
 
 
 def test_fingerprint_changes_only_with_the_data(tmp_path: Path) -> None:

@@ -39,11 +39,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add_flag(
         build,
-        "no_flip_duplicates",
-        action="store_true",
-        help="compare thumbnails only as stored, not also mirrored/flipped: reproduces splits "
-        "built before 2026-12-06 (such as the shipped model's), which let mirrored copies "
-        "straddle splits; never for new splits",
+        "split_version",
+        type=int,
+        choices=(1, 2),  # brainmri.data.builder.SPLIT_VERSIONS (not imported: torch is slow)
+        default=2,
+        help="2 (default): mirrored and flipped copies are grouped too, and each group's split "
+        "comes from a stable hash, so adding images never moves the others; 1: the builder "
+        "before 2026-12-06 (as-stored grouping, which let mirrored copies straddle splits), "
+        "only to rebuild its splits",
     )
     add_flag(build, "workers", type=int, default=2, help="decoding threads")
     build.set_defaults(handler=run_build)
@@ -61,7 +64,7 @@ def run_build(args: argparse.Namespace) -> int:
         seed=args.seed,
         near_dup_threshold=args.near_dup_threshold,
         workers=args.workers,
-        flip_duplicates=not args.no_flip_duplicates,
+        split_version=args.split_version,
     )
     print(summary.table())
     if summary.unreadable:

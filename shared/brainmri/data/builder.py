@@ -41,6 +41,9 @@ SPLITS = ("train", "val", "test")
 CSV_COLUMNS = ("path", "class_name", "multiclass_label", "binary_label", "group_id")
 THUMB_SIZE = 32
 DEFAULT_NEAR_DUP_THRESHOLD = 0.99
+# 1: near duplicates as stored, seeded shuffle (splits before 2026-12-06: mirrored copies
+# leaked across them). 2: mirrored/flipped copies grouped too, groups placed in hash order.
+SPLIT_VERSIONS = (1, 2)
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +77,7 @@ class BuildSummary:
     unreadable: list[str] = field(default_factory=list)
     fingerprint: str = ""
     near_dup_threshold: float = DEFAULT_NEAR_DUP_THRESHOLD
-    flip_duplicates: bool = True
+    split_version: int = 2
     seed: int = 0
 
     def as_dict(self) -> dict[str, object]:
@@ -93,7 +96,7 @@ class BuildSummary:
             f"exact duplicates dropped: {self.exact_duplicates_dropped}; copies with conflicting "
             f"labels dropped: {self.conflicting_label_copies_dropped}",
             f"near-duplicate groups (corr >= {self.near_dup_threshold}, "
-            f"{'flips included' if self.flip_duplicates else 'as stored only'}): "
+            f"{'flips included' if self.split_version >= 2 else 'as stored only'}): "
             f"{self.near_duplicate_groups} holding {self.images_in_near_duplicate_groups} images",
             "near-duplicate pairs by orientation: "
             + (
@@ -102,6 +105,7 @@ class BuildSummary:
             ),
             f"unreadable files: {len(self.unreadable)}; files outside class folders: "
             f"{self.unlabelled_files}",
+            f"split version {self.split_version} (seed {self.seed}); "
             f"data fingerprint: {self.fingerprint}",
         ]
         return "\n".join(lines)
@@ -277,9 +281,29 @@ def deduplicate(records: list[ImageRecord]) -> tuple[list[ImageRecord], int, int
 
 
 def stratified_group_split(
-    labels: Sequence[str], groups: Sequence[int], *, val_frac: float, test_frac: float, seed: int
+    labels: Sequence[str],
+    groups: Sequence[int],
+    *,
+    val_frac: float,
+    test_frac: float,
+    seed: int,
+    keys: Sequence[str] | None = None,
 ) -> list[str]:
-    """Split name per item; whole groups move together, stratified by the group's majority class."""
+    """Split name per item; whole groups move together, stratified by the group's majority class.
+
+    Within each class, groups fill test, then validation, to their share of the images, in an
+    order that is, with ``keys`` (one per item; the builder passes each image's sha256), a
+    hash of the seed and the group's smallest key, and without them a seeded shuffle (the
+    builder's split version 1).
+
+    Why hash order: a scheduled retrain rebuilds the split of a grown dataset and its
+    promotion gate scores the production model on the new test split. A reshuffle put
+    hundreds of the production model's training images there (it scores macro-F1 1.000 on its
+    own training images against 0.977 on its test split), which kept candidates of equal
+    quality out. In hash order a group keeps its place when images are added: boundaries
+    move a little, so a group may pass between test and validation or between validation and
+    train, but a training group cannot reach test unless the dataset more than doubles.
+    """
     if val_frac < 0 or test_frac < 0 or val_frac + test_frac >= 1:
         raise DatasetError("val and test fractions must be >= 0 and sum to less than 1")
     members: dict[int, list[int]] = defaultdict(list)
@@ -293,7 +317,10 @@ def stratified_group_split(
     assignment: dict[int, str] = {}
     for class_name in sorted(by_class):
         class_groups = sorted(by_class[class_name])
-        rng.shuffle(class_groups)
+        if keys is None:
+            rng.shuffle(class_groups)
+        else:
+            class_groups.sort(key=lambda group: _hash_position(seed, members[group], keys))
         total = sum(len(members[g]) for g in class_groups)
         targets = {
             "test": _target(total, test_frac, len(class_groups)),
@@ -306,6 +333,11 @@ def stratified_group_split(
             if split != "train":
                 filled[split] += len(members[group])
     return [assignment[group] for group in groups]
+
+
+def _hash_position(seed: int, indices: Sequence[int], keys: Sequence[str]) -> bytes:
+    """A group's place in hash order: the digest of the seed and its smallest member key."""
+    return hashlib.sha256(f"{seed}:{min(keys[i] for i in indices)}".encode()).digest()
 
 
 def _target(total: int, fraction: float, n_groups: int) -> int:
@@ -325,7 +357,7 @@ def build_dataset(
     near_dup_threshold: float = DEFAULT_NEAR_DUP_THRESHOLD,
     workers: int = 2,
     progress: bool = True,
-    flip_duplicates: bool = True,
+    split_version: int = 2,
 ) -> BuildSummary:
     """Scan, deduplicate, group and split; write ``train/val/test.csv`` and a summary JSON."""
     items, unlabelled = scan_class_folders(roots)
@@ -339,7 +371,7 @@ def build_dataset(
         workers=workers,
         progress=progress,
         unlabelled=unlabelled,
-        flip_duplicates=flip_duplicates,
+        split_version=split_version,
     )
 
 
@@ -354,9 +386,16 @@ def build_dataset_from_items(
     workers: int = 2,
     progress: bool = True,
     unlabelled: int = 0,
-    flip_duplicates: bool = True,
+    split_version: int = 2,
 ) -> BuildSummary:
-    """The builder for labelled files that are already known (e.g. from a manifest)."""
+    """The builder for labelled files that are already known (e.g. from a manifest).
+
+    ``split_version`` 2 (the default since 2026-12-06) groups mirrored and flipped copies too
+    and fills the splits in hash order (:func:`stratified_group_split`); 1 is the earlier
+    builder (groups as stored, seeded shuffle), kept only to rebuild splits made with it.
+    """
+    if split_version not in SPLIT_VERSIONS:
+        raise DatasetError(f"split_version must be one of {SPLIT_VERSIONS}, got {split_version}")
     if not items:
         raise DatasetError(
             "no images found under class-named folders "
@@ -369,7 +408,7 @@ def build_dataset_from_items(
         unlabelled_files=unlabelled,
         seed=seed,
         near_dup_threshold=near_dup_threshold,
-        flip_duplicates=flip_duplicates,
+        split_version=split_version,
         unreadable=[f"{record.path}: {record.error}" for record in records if record.error],
     )
     kept, summary.exact_duplicates_dropped, summary.conflicting_label_copies_dropped = deduplicate(
@@ -379,7 +418,7 @@ def build_dataset_from_items(
         raise DatasetError("no readable images remain after removing duplicates")
     thumbs = np.stack([record.thumbnail for record in kept])  # type: ignore[misc]
     group_roots, pairs_by_orientation = near_duplicate_groups(
-        thumbs, near_dup_threshold, flips=flip_duplicates
+        thumbs, near_dup_threshold, flips=split_version >= 2
     )
     summary.near_duplicate_pairs = pairs_by_orientation
     sizes = Counter(group_roots)
@@ -393,6 +432,7 @@ def build_dataset_from_items(
         val_frac=val_frac,
         test_frac=test_frac,
         seed=seed,
+        keys=[record.sha256 for record in kept] if split_version >= 2 else None,
     )
     summary.fingerprint = dataset_fingerprint((r.sha256, r.class_name) for r in kept)
     out_dir = Path(out_dir)
