@@ -160,6 +160,9 @@ def _s3_loader(store: ObjectStore, key: str, limits: InputLimits):  # type: igno
 def balanced_sample(items: Sequence[EvalItem], limit: int, *, seed: int = 0) -> list[EvalItem]:
     """At most ``limit`` items, taken round-robin across classes from seeded shuffles.
 
+    Files outside class folders (a README or SOURCE.md beside them, loose scans) are taken
+    only once every class is used up: they have no label to balance, and each took a class's
+    share before (a 40-image sample of the real data held 39 scans and SOURCE.md).
     (The original took the first N sorted paths, which is one class only.)
     """
     if limit <= 0 or limit >= len(items):
@@ -169,13 +172,16 @@ def balanced_sample(items: Sequence[EvalItem], limit: int, *, seed: int = 0) -> 
         by_class[item.true_class].append(item)
     rng = random.Random(seed)
     pools = []
-    for key in sorted(by_class, key=lambda k: (k is None, k or "")):
+    for key in sorted((k for k in by_class if k is not None), key=str):
         pool = list(by_class[key])
         rng.shuffle(pool)
         pools.append(pool)
+    unlabelled = list(by_class.get(None, []))
+    rng.shuffle(unlabelled)
     chosen: list[EvalItem] = []
-    while len(chosen) < limit:
+    while len(chosen) < limit and any(pools):
         for pool in pools:
             if pool and len(chosen) < limit:
                 chosen.append(pool.pop())
+    chosen += unlabelled[: limit - len(chosen)]
     return sorted(chosen, key=lambda item: item.name)
