@@ -462,7 +462,12 @@ def test_cli_trains_with_a_weight_average(
     argv = ["train", "--train-csv", str(split / "train.csv"), "--val-csv", str(split / "val.csv")]
     argv += ["--out-dir", str(out), "--arch", "resnet10t", "--img-size", "48", "--epochs", "1"]
     assert main([*argv, "--batch-size", "16", "--ema-decay", "0.95"]) == 0
-    assert f"model bundle: {out / 'model'}" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert f"model bundle: {out / 'model'}" in captured.out
+    # Told on stderr exactly when the fitted temperature made ECE worse on its own images.
+    calibration = json.loads((out / "calibration.json").read_text())
+    worse = calibration["ece_after"] > calibration["ece_before"]
+    assert ("temperature scaling raised ECE" in captured.err) == worse
     provenance = load_bundle(out / "model").metadata.provenance
     assert provenance["config"]["ema_decay"] == 0.95
     assert "--ema-decay 0.95" in provenance["command"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import shlex
+import sys
 from pathlib import Path
 
 from brainmri.cli.common import EPILOG, add_flag, str2bool
@@ -183,6 +184,15 @@ def run(args: argparse.Namespace) -> int:
         f"{calibration['ece_before']:.4f} -> {calibration['ece_after']:.4f}; threshold "
         f"{calibration['threshold']:.2f} ({calibration['threshold_source']})"
     )
+    if calibration["ece_after"] > calibration["ece_before"]:
+        # The temperature minimises log-loss on the calibration half; on a few images that
+        # can still raise the binned ECE. Said, not hidden: the bundle keeps the fitted value.
+        print(
+            f"warning: temperature scaling raised ECE on the {calibration['n']} calibration "
+            "images; too few to fit it reliably - use more validation data or check "
+            "calibration.json before trusting tumor_prob as a probability",
+            file=sys.stderr,
+        )
     print(f"batches mixed: {result.mix_counts}; {result.seconds / 60:.1f} min")
     print(f"model bundle: {result.bundle_dir}")
     return 0
