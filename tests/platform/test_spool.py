@@ -25,9 +25,14 @@ QUEUE = Queue("predict", Exchange("predict", type="direct"), routing_key="predic
 
 
 def spool_connection(spool: Path) -> Connection:
-    """A connection to ``spool`` as embedded mode's Celery app makes it."""
+    """A connection to ``spool`` as embedded mode's Celery app makes it, with the predict
+    queue's binding written as a declare writes it. (kombu remembers declarations per
+    process, so after any other test declared the same names a declare here would skip the
+    write, and a publish would find no queue for its routing key.)"""
     options = spool_options(spool, polling_interval=0.01)
-    return Connection("filesystem://", transport=TRANSPORT, transport_options=options)
+    connection = Connection("filesystem://", transport=TRANSPORT, transport_options=options)
+    connection.default_channel._queue_bind("predict", "predict", None, "predict")
+    return connection
 
 
 def receive(spool: Path, count: int, timeout: float = 10.0) -> list[dict]:
@@ -65,10 +70,7 @@ def test_two_consumers_under_a_burst_get_every_message_exactly_once(tmp_path: Pa
     """Three producers publish through the exchange table while two consumers claim messages
     from the folder, all at once: every message arrives once, none is read half-written."""
     spool = tmp_path / "broker"
-    with spool_connection(spool) as connection:
-        # The binding as a declare writes it (kombu remembers declarations per process, so
-        # a declare here would skip the write after another test declared the same names).
-        connection.default_channel._queue_bind("predict", "predict", None, "predict")
+    spool_connection(spool).release()
     total = 600
     received: list[list[int]] = [[], []]
     errors: list[BaseException] = []

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from brainmri import DISCLAIMER
 from brainmri.db.models import Job
+from brainmri.jobs.artifacts import artifact_url
 
 
 class ErrorDetail(BaseModel):
@@ -175,7 +176,7 @@ def job_links(job: Job) -> JobLinks:
     return JobLinks(
         self=base,
         cancel=f"{base}/cancel",
-        artifacts={name: f"{base}/artifacts/{name}" for name in sorted(job.artifacts or {})},
+        artifacts={name: artifact_url(job.id, name) for name in sorted(job.artifacts or {})},
     )
 
 

@@ -24,6 +24,7 @@ from brainmri.errors import BrainMRIError
 from brainmri.evaluation.compare import compare_runs, load_eval_run
 from brainmri.evaluation.report import evaluate, items_from_samples
 from brainmri.inference.loader import engine_for_bundle
+from brainmri.jobs.artifacts import artifact_url
 from brainmri.jobs.runtime import JobCancelled, JobContext, JobOutcome
 from brainmri.models.bundle import load_bundle
 from brainmri.registry.cache import ProductionModel
@@ -65,7 +66,6 @@ METRIC_KEYS = (
 )
 # Paired resamples behind the promotion gate's interval (both models, ~10 ms each on a CPU).
 PAIRED_RESAMPLES = 1000
-CONTENT_TYPES = {".png": "image/png", ".json": "application/json", ".csv": "text/csv"}
 
 
 def loop_budget_minutes(settings: Settings, requested: float | None, elapsed_s: float) -> float:
@@ -187,22 +187,14 @@ def run_train(ctx: JobContext) -> JobOutcome:
             require_clear_gain=settings.promotion_require_clear_gain,
         )
         ctx.progress(0.95, {"stage": "registering"})
-        artifacts = {
-            path.name: ctx.store.put(
-                ctx.artifact_key(path.name),
-                path.read_bytes(),
-                CONTENT_TYPES.get(path.suffix, "application/octet-stream"),
-            )
-            for path in (work / "eval-candidate").iterdir()
-            if path.is_file()
-        }
-        for name in ("training_curves.png", "history.csv", "calibration.json"):
-            if (work / "run" / name).exists():
-                artifacts[name] = ctx.store.put(
-                    ctx.artifact_key(name),
-                    (work / "run" / name).read_bytes(),
-                    CONTENT_TYPES.get(Path(name).suffix, "text/plain"),
-                )
+        artifacts = ctx.put_artifact_files(
+            [path for path in (work / "eval-candidate").iterdir() if path.is_file()]
+            + [
+                work / "run" / name
+                for name in ("training_curves.png", "history.csv", "calibration.json")
+                if (work / "run" / name).exists()
+            ]
+        )
         metrics = {
             "test": {key: candidate_report.get(key) for key in METRIC_KEYS},
             "production_on_same_test": {key: production_report.get(key) for key in METRIC_KEYS},
@@ -243,7 +235,7 @@ def run_train(ctx: JobContext) -> JobOutcome:
             "source_fingerprint": source_fingerprint,
             "split": summary.counts,
             "duplicates_dropped": summary.exact_duplicates_dropped,
-            "artifacts": {name: f"/v1/jobs/{ctx.job_id}/artifacts/{name}" for name in artifacts},
+            "artifacts": {name: artifact_url(ctx.job_id, name) for name in artifacts},
         },
         model_version=version,
         artifacts=artifacts,

@@ -10,6 +10,7 @@ from brainmri.errors import DatasetError
 from brainmri.evaluation.report import EvalItem, evaluate
 from brainmri.inference.engine import InferenceEngine
 from brainmri.inference.results import resolve_threshold
+from brainmri.jobs.artifacts import artifact_url
 from brainmri.jobs.runtime import JobContext, JobOutcome
 from brainmri.sources import balanced_sample, list_source_items, resolve_source
 
@@ -37,7 +38,6 @@ SUMMARY_KEYS = (
     "tta",
     "class_names",
 )
-CONTENT_TYPES = {".png": "image/png", ".json": "application/json", ".csv": "text/csv"}
 
 
 def collect_items(ctx: JobContext) -> list[EvalItem]:
@@ -85,17 +85,10 @@ def run_evaluate(ctx: JobContext, engine: InferenceEngine) -> JobOutcome:
             ),
         )
         seconds = time.perf_counter() - started
-        artifacts = {
-            path.name: ctx.store.put(
-                ctx.artifact_key(path.name),
-                path.read_bytes(),
-                CONTENT_TYPES.get(path.suffix, "application/octet-stream"),
-            )
-            for path in outcome.artifacts
-        }
+        artifacts = ctx.put_artifact_files(outcome.artifacts)
     report = outcome.report
     result = {key: report.get(key) for key in SUMMARY_KEYS}
-    result["artifacts"] = {name: f"/v1/jobs/{ctx.job_id}/artifacts/{name}" for name in artifacts}
+    result["artifacts"] = {name: artifact_url(ctx.job_id, name) for name in artifacts}
     result["errors"] = [{"path": item.name, "code": error.code} for item, error in outcome.errors][
         :100
     ]

@@ -11,6 +11,7 @@ from PIL import Image
 
 from brainmri.inference.engine import InferenceEngine, PreparedInput
 from brainmri.inference.results import resolve_threshold
+from brainmri.jobs.artifacts import artifact_url
 from brainmri.jobs.runtime import JobContext, JobOutcome
 
 
@@ -43,9 +44,7 @@ def run_predict(ctx: JobContext, engine: InferenceEngine) -> JobOutcome:
         ctx.params.get("threshold"), ctx.settings.tumor_thresh, engine.metadata
     )
     artifacts = {
-        "input.png": store.put(
-            ctx.artifact_key("input.png"), slice_png(prepared.decoded.display_slice), "image/png"
-        )
+        "input.png": ctx.put_artifact("input.png", slice_png(prepared.decoded.display_slice))
     }
     cam_uri = None
     if ctx.params.get("cam", True):
@@ -53,11 +52,11 @@ def run_predict(ctx: JobContext, engine: InferenceEngine) -> JobOutcome:
         # The reported class (averaged over TTA views or DICOM slices), not the displayed
         # slice's own un-augmented top class: the heatmap must explain what the user is told.
         cam = engine.explain(prepared, target_class=prediction.predicted_class)
-        cam_uri = store.put(ctx.artifact_key("cam.png"), cam.png, "image/png")
+        cam_uri = ctx.put_artifact("cam.png", cam.png)
         artifacts["cam.png"] = cam_uri
     result = prediction.to_dict(threshold)
-    result["cam_url"] = f"/v1/jobs/{ctx.job_id}/artifacts/cam.png" if cam_uri else None
-    result["input_url"] = f"/v1/jobs/{ctx.job_id}/artifacts/input.png"
+    result["cam_url"] = artifact_url(ctx.job_id, "cam.png") if cam_uri else None
+    result["input_url"] = artifact_url(ctx.job_id, "input.png")
     result["input"] = {"kind": prepared.decoded.kind, **_public_details(prepared)}
     if prediction.slice_tumor_probs:
         result["slice_tumor_probs"] = prediction.slice_tumor_probs

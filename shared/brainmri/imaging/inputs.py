@@ -98,14 +98,3 @@ def read_raster_or_reason(
     except (InputError, OSError) as exc:
         return f"{path}: {exc}"
     return pixels, hashlib.sha256(data).hexdigest()
-
-
-def decode_path(
-    path: Path,
-    *,
-    limits: InputLimits | None = None,
-    dicom_selection: SliceSelection | None = None,
-) -> DecodedInput:
-    return decode_input(
-        read_file_limited(path, limits), limits=limits, dicom_selection=dicom_selection
-    )

@@ -43,7 +43,6 @@ VIEWS: dict[str, View] = {
     "rot-10": _rotate(-10.0),
     "zoom1.1": _zoom(1.1),
 }
-LEGACY_VIEWS = ("identity", "hflip", "vflip", "rot90", "rot180", "rot270")
 
 
 def validate_views(views: Sequence[str]) -> tuple[str, ...]:

@@ -13,10 +13,24 @@ must not turn a finished job into a failed one.
 from __future__ import annotations
 
 import logging
+from pathlib import PurePosixPath
 
 from brainmri.storage import ObjectStore, StorageUnavailableError
 
 log = logging.getLogger(__name__)
+
+# Content types of the files jobs write; anything else is served as bytes.
+CONTENT_TYPES = {".png": "image/png", ".json": "application/json", ".csv": "text/csv"}
+
+
+def content_type(name: str) -> str:
+    return CONTENT_TYPES.get(PurePosixPath(name).suffix.lower(), "application/octet-stream")
+
+
+def artifact_url(job_id: str, name: str) -> str:
+    """Where the API serves a job's artifact: the one place that spells the route, for the
+    workers' results and the API's job links alike."""
+    return f"/v1/jobs/{job_id}/artifacts/{name}"
 
 
 def artifact_prefix(job_id: str, attempt: int | None = None) -> str:

@@ -23,9 +23,10 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from celery import Celery, Task
@@ -47,6 +48,7 @@ from brainmri.db.types import utcnow
 from brainmri.errors import BrainMRIError, InputError
 from brainmri.jobs.artifacts import (
     artifact_prefix,
+    content_type,
     remove_artifacts,
     remove_other_attempts,
 )
@@ -104,6 +106,14 @@ class JobContext:
     def artifact_key(self, name: str) -> str:
         """Under this attempt's own folder, so no other attempt can overwrite or delete it."""
         return artifact_prefix(self.job_id, self.attempt) + name
+
+    def put_artifact(self, name: str, data: bytes) -> str:
+        """Store one artifact of this attempt (content type from its name); its store URI."""
+        return self.store.put(self.artifact_key(name), data, content_type(name))
+
+    def put_artifact_files(self, paths: Iterable[Path]) -> dict[str, str]:
+        """Store files a job wrote, by file name; ``{name: store URI}`` for its artifact map."""
+        return {path.name: self.put_artifact(path.name, path.read_bytes()) for path in paths}
 
     # --- progress, heartbeat, cancellation -----------------------------------------------------
     def progress(self, fraction: float, detail: dict[str, Any] | None = None) -> None:

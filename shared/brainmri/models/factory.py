@@ -53,10 +53,6 @@ def count_hooks(model: nn.Module) -> int:
     return total
 
 
-def parameter_count(model: nn.Module) -> int:
-    return sum(param.numel() for param in model.parameters())
-
-
 def to_inference(
     model: nn.Module, device: torch.device, *, channels_last: bool = True
 ) -> nn.Module:

@@ -44,10 +44,6 @@ class S3ObjectStore:
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             raise StorageUnavailableError(f"{action}: object store unreachable ({exc})") from exc
 
-    def ensure_bucket(self) -> None:
-        if not self._call("bucket_exists", lambda: self.client.bucket_exists(self.bucket)):
-            self._call("make_bucket", lambda: self.client.make_bucket(self.bucket))
-
     def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> str:
         name = self._key(key)
         self._call(
