@@ -24,7 +24,6 @@ import logging
 import math
 import platform
 import random
-import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -56,10 +55,17 @@ from brainmri.models.factory import create_model
 from brainmri.preprocess import PreprocessConfig
 from brainmri.progress import progress_bar
 from brainmri.training.augment import build_post_normalize, build_train_transform
+from brainmri.training.checkpoints import RunParts, load_checkpoint, save_checkpoint
 from brainmri.training.data import EvalDataset, SliceCache, TrainDataset, build_cache
 from brainmri.training.ema import WeightAverage
 from brainmri.training.mixing import BatchMixer, soft_cross_entropy
 from brainmri.training.recipes import TrainConfig
+from brainmri.training.schedule import (
+    WarmupCosine,
+    class_weights,
+    epochs_within_budget,
+    param_groups,
+)
 
 log = logging.getLogger(__name__)
 # The best epoch's weights inside a run folder (written per epoch, read by --init_from).
@@ -136,65 +142,6 @@ def split_validation(
     if not selection or not calibration:
         return list(samples), list(samples)
     return selection, calibration
-
-
-def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    decay, no_decay = [], []
-    for name, param in model.named_parameters():
-        if not param.requires_grad:
-            continue
-        (no_decay if param.ndim <= 1 or name.endswith(".bias") else decay).append(param)
-    return [
-        {"params": decay, "weight_decay": weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
-
-
-class WarmupCosine:
-    """Learning-rate factor per optimiser step: linear warm-up, then cosine decay to
-    ``min_ratio`` at ``total_steps``.
-
-    A callable object rather than a closure so that ``LambdaLR.state_dict`` saves its fields:
-    a time budget can shorten ``total_steps`` mid-run, and resume must restore that horizon.
-    """
-
-    def __init__(self, total_steps: int, warmup_steps: int, min_ratio: float) -> None:
-        self.total_steps = total_steps
-        self.warmup_steps = warmup_steps
-        self.min_ratio = min_ratio
-
-    def __call__(self, step: int) -> float:
-        if step < self.warmup_steps:
-            return (step + 1) / max(1, self.warmup_steps)
-        progress = (step - self.warmup_steps) / max(1, self.total_steps - self.warmup_steps)
-        cosine = 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-        return self.min_ratio + (1.0 - self.min_ratio) * cosine
-
-
-def epochs_within_budget(
-    durations: Sequence[float], most: int, budget_s: float, margin: float = 1.05
-) -> int:
-    """How many epochs in all fit into ``budget_s`` seconds, given the wall time each epoch so
-    far took (``durations``), never more than ``most`` nor fewer than those already run.
-
-    The per-epoch estimate is the median of the last ten epochs after the first (the first
-    carries one-off costs: worker start-up, cuDNN autotuning, cold caches), so one epoch
-    slowed by another job on the machine does not cut the run short; the time it took is still
-    spent. ``margin`` pads the estimate for jitter.
-    """
-    done = len(durations)
-    if done == 0:
-        return most
-    steady = durations[1:][-10:] if done >= 2 else durations
-    per_epoch = max(statistics.median(steady), 1e-6) * margin
-    affordable = done + int(max(0.0, budget_s - sum(durations)) // per_epoch)
-    return max(done, min(most, affordable))
-
-
-def _class_weights(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
-    counts = torch.bincount(labels, minlength=num_classes).float().clamp(min=1.0)
-    weights = counts.sum() / (num_classes * counts)
-    return weights / weights.mean()
 
 
 @torch.no_grad()
@@ -312,7 +259,7 @@ class Trainer:
         model = model.to(device)
         if config.channels_last and device.type != "mps":
             model = model.to(memory_format=torch.channels_last)
-        optimizer = torch.optim.AdamW(_param_groups(model, config.weight_decay), lr=config.lr)
+        optimizer = torch.optim.AdamW(param_groups(model, config.weight_decay), lr=config.lr)
         ema = WeightAverage(model, config.ema_decay) if config.ema_decay else None
         # What is validated, checkpointed as "best" and shipped: the average when there is one.
         evaluated = ema.model if ema is not None else model
@@ -325,7 +272,7 @@ class Trainer:
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
         scaler = torch.amp.GradScaler(device.type, enabled=amp is torch.float16)
         weights = (
-            _class_weights(train_cache.labels, len(self.class_names)).to(device)
+            class_weights(train_cache.labels, len(self.class_names)).to(device)
             if config.class_weighted
             else None
         )
@@ -337,6 +284,9 @@ class Trainer:
             cutmix_alpha=config.cutmix_alpha,
         )
         select_set = EvalDataset(select_cache, self.preprocess)
+        parts = RunParts(
+            model, optimizer, scheduler, mixer, self._loader_generator, ema=ema, scaler=scaler
+        )
 
         state = {
             "epoch": 0,
@@ -349,9 +299,7 @@ class Trainer:
             "epoch_seconds": [],  # wall time of each finished epoch, saves and hooks included
         }
         if resume is not None:
-            state = self._load_checkpoint(
-                resume, model, optimizer, scheduler, mixer, ema, scaler=scaler
-            )
+            state = load_checkpoint(resume, parts, config)
             state.setdefault("planned_epochs", config.epochs)
             state.setdefault("epoch_seconds", [])
             log.info("resumed from %s at epoch %d", resume, state["epoch"])
@@ -416,16 +364,7 @@ class Trainer:
             state["history"].append(epoch_report.as_dict())
             state["epoch"] = epoch
             self._fit_time_budget(state, loop_started, schedule, steps_per_epoch)
-            self._save_checkpoint(
-                checkpoints / "last.pt",
-                model,
-                optimizer,
-                scheduler,
-                mixer,
-                state,
-                ema,
-                scaler=scaler,
-            )
+            save_checkpoint(checkpoints / "last.pt", parts, state, config)
             self._log_epoch(epoch_report)
             if self.hooks.on_epoch:
                 self.hooks.on_epoch(epoch_report)
@@ -743,73 +682,6 @@ class Trainer:
             "class_names": self.class_names,
         }
         (self.out_dir / "train_config.json").write_text(json.dumps(payload, indent=2) + "\n")
-
-    def _save_checkpoint(
-        self,
-        path: Path,
-        model: nn.Module,
-        optimizer: torch.optim.Optimizer,
-        scheduler: Any,
-        mixer: BatchMixer,
-        state: dict[str, Any],
-        ema: WeightAverage | None = None,
-        *,
-        scaler: torch.amp.GradScaler | None = None,
-    ) -> None:
-        """Everything a resumed run needs to continue as if never stopped: with fp16 on CUDA
-        that includes the loss scale (a fresh scaler skips steps while it re-learns it) and
-        the CUDA generators (dropout, augmentation on the device)."""
-        payload = {
-            "ema": ema.state_dict() if ema is not None else None,
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "state": state,
-            "mix_counts": dict(mixer.counts),
-            "torch_rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None,
-            "scaler": scaler.state_dict() if scaler is not None else None,
-            "loader_rng": self._loader_generator.get_state(),
-            "config": self.config.as_dict(),
-        }
-        staging = path.with_suffix(".tmp")
-        torch.save(payload, staging)
-        staging.replace(path)
-
-    def _load_checkpoint(
-        self,
-        path: Path,
-        model: nn.Module,
-        optimizer: torch.optim.Optimizer,
-        scheduler: Any,
-        mixer: BatchMixer,
-        ema: WeightAverage | None = None,
-        *,
-        scaler: torch.amp.GradScaler | None = None,
-    ) -> dict[str, Any]:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-        saved = TrainConfig.from_dict(payload["config"])
-        for key in ("arch", "img_size", "in_chans", "resize", "ema_decay"):
-            if getattr(saved, key) != getattr(self.config, key):
-                raise BrainMRIError(
-                    f"cannot resume: checkpoint has {key}={getattr(saved, key)!r}",
-                    code="resume_mismatch",
-                )
-        model.load_state_dict(payload["model"])
-        optimizer.load_state_dict(payload["optimizer"])
-        scheduler.load_state_dict(payload["scheduler"])
-        if ema is not None:
-            ema.load_state_dict(payload["ema"])
-        mixer.counts.update(payload["mix_counts"])
-        torch.set_rng_state(payload["torch_rng"])
-        # Checkpoints written before these were saved lack them; a CPU resume of a CUDA run
-        # cannot use the CUDA generators.
-        if payload.get("cuda_rng") and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(payload["cuda_rng"])
-        if scaler is not None and payload.get("scaler"):
-            scaler.load_state_dict(payload["scaler"])
-        self._loader_generator.set_state(payload["loader_rng"])
-        return payload["state"]
 
     def _log_epoch(self, report: EpochReport) -> None:
         auc = f"{report.val_auc:.4f}" if report.val_auc is not None else "n/a"
