@@ -188,6 +188,14 @@ def test_train_promote_follow_and_rollback(stack: TrainerStack) -> None:
     assert shown["stage"] == "candidate"
     assert "gate" in shown["stage_reason"]
     assert shown["versus_production"]["production_version"] == candidate
+    # Listings say where each headline comes from: a trained version's own held-out test
+    # split, the shipped bundle's validation and calibration halves.
+    headline = shown["headline"]
+    assert headline["source"] == "held-out test split"
+    assert headline["macro_f1"] == worse["result"]["test_metrics"]["macro_f1"]
+    listed = stack.client.get("/v1/models", headers=USER).json()["items"]
+    original_row = next(row for row in listed if row["version"] == original)
+    assert original_row["headline"]["source"] == "validation and calibration halves"
     paired = shown["versus_production"]["paired_on_same_test"]["metrics"]["macro_f1"]
     assert paired["diff"] == pytest.approx(
         worse["result"]["test_metrics"]["macro_f1"]

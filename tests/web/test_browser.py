@@ -199,6 +199,7 @@ def test_views_jobs_list_and_models(page, stack: Stack) -> None:  # type: ignore
     listed = httpx.get(f"{stack.base}/v1/models", headers=headers).json()["production"]
     assert production.get_attribute("data-version") == listed
     assert listed in page.locator("#models-production").inner_text()
+    assert "validation and calibration halves" in production.inner_text()  # "Measured on"
     rollback = page.get_by_role("button", name="Roll back production")
     assert rollback.is_visible()  # an admin key: the controls are there
     page.once("dialog", lambda dialog: dialog.accept())

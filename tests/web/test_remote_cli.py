@@ -133,9 +133,13 @@ def test_models_list_and_admin_commands(stack: Stack) -> None:
     models = cli_json(stack, "models", "list")
     production = models["production"]
     assert production and [m["stage"] for m in models["items"]] == ["production"]
+    # The shipped-style bundle has no test figures: the headline says it is validation.
+    assert models["items"][0]["headline"]["source"] == "validation and calibration halves"
     table = cli(stack, "models", "list")
     assert table.returncode == 0
     assert production in table.stdout and f"production: {production}" in table.stdout
+    row = next(line for line in table.stdout.splitlines() if line.startswith(production))
+    assert row.split()[9] == "val"  # the ON column
     rollback = cli(stack, "models", "rollback", "brainmri")
     assert rollback.returncode == 2
     assert "no earlier production version" in rollback.stderr

@@ -224,6 +224,13 @@ class ModelPublic(BaseModel):
     arch: str
     stage: Literal["candidate", "production", "archived"]
     metrics: dict[str, Any]
+    headline: dict[str, Any] = Field(
+        default_factory=dict,
+        description="The figures listings show (macro_f1, acc_multiclass, sensitivity, "
+        "specificity, roc_auc_binary, ece) and their `source`: the held-out test split of a "
+        "train job, or, for a bundle registered as shipped, its validation and calibration "
+        "halves. Research figures, not a device's performance claim.",
+    )
     data_fingerprint: str | None
     training_job_id: str | None
     stage_reason: str | None

@@ -34,6 +34,8 @@ EXIT_REFUSED = 2
 JOB_KINDS = ("predict", "evaluate", "train")
 JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 HEADLINE = ("macro_f1", "acc_multiclass", "sensitivity", "specificity", "roc_auc_binary", "ece")
+# The short column text for each headline source the API names (brainmri.registry.headline).
+METRIC_SOURCES = {"held-out test split": "test", "validation and calibration halves": "val"}
 CONNECTION_HELP = (
     f"Talks to a running brainmri API. Server: --url or {URL_ENV} (default {DEFAULT_URL}). "
     f"API key: --key or {KEY_ENV} (prefer the variable: a --key shows in the process list). "
@@ -585,23 +587,6 @@ def run_jobs_artifact(args: argparse.Namespace) -> int:
     return 0
 
 
-def _headline(metrics: dict[str, Any]) -> dict[str, Any]:
-    """Held-out test metrics when the version has them, else validation and calibration."""
-    test = metrics.get("test") or {}
-    if test:
-        return test
-    selection = metrics.get("val_selection") or {}
-    calibration = metrics.get("calibration") or {}
-    return {
-        "macro_f1": selection.get("macro_f1"),
-        "acc_multiclass": selection.get("acc"),
-        "roc_auc_binary": selection.get("roc_auc_binary"),
-        "sensitivity": calibration.get("sensitivity_at_threshold"),
-        "specificity": calibration.get("specificity_at_threshold"),
-        "ece": calibration.get("ece_after"),
-    }
-
-
 def run_models_list(args: argparse.Namespace) -> int:
     with _client(args) as client:
         models = client.list_models()
@@ -610,18 +595,20 @@ def run_models_list(args: argparse.Namespace) -> int:
         return 0
     rows = []
     for row in models["items"]:
-        metrics = _headline(row.get("metrics") or {})
+        metrics = row.get("headline") or {}
         rows.append(
             (
                 row["version"],
                 row["stage"],
                 row["arch"],
                 *(_num(metrics.get(key)) for key in HEADLINE),
+                METRIC_SOURCES.get(metrics.get("source"), "-"),
                 _when(row["created_at"]),
             )
         )
-    headers = ("VERSION", "STAGE", "ARCH", "MACRO_F1", "ACC", "SENS", "SPEC", "AUC", "ECE")
+    headers = ("VERSION", "STAGE", "ARCH", "MACRO_F1", "ACC", "SENS", "SPEC", "AUC", "ECE", "ON")
     print(_table((*headers, "CREATED"), rows))
+    print("ON: test = the held-out test split of its train job; val = validation/calibration")
     print(f"production: {models['production'] or 'none'}")
     return 0
 

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter
 
 from brainmri.db.models import ModelVersion
+from brainmri.registry.headline import HEADLINE_KEYS, headline_metrics
 from brainmri.registry.versions import get_version, list_versions, production, promote, rollback
 from brainmri_api.deps import AdminDep, PrincipalDep, SessionDep, StateDep
 from brainmri_api.ids import check_model_name, check_model_version, check_text
@@ -14,30 +13,12 @@ from brainmri_api.routes.jobs import ERRORS
 from brainmri_api.schemas import ModelList, ModelPublic, PromoteRequest
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
-HEADLINE = ("macro_f1", "acc_multiclass", "sensitivity", "specificity", "roc_auc_binary", "ece")
-
-
-def _headline(row: ModelVersion) -> dict[str, Any]:
-    metrics = row.metrics or {}
-    test = metrics.get("test") or {}
-    if test:
-        return {key: test.get(key) for key in HEADLINE}
-    calibration = metrics.get("calibration") or {}
-    selection = metrics.get("val_selection") or {}
-    return {
-        "macro_f1": selection.get("macro_f1"),
-        "acc_multiclass": selection.get("acc"),
-        "roc_auc_binary": selection.get("roc_auc_binary"),
-        "sensitivity": calibration.get("sensitivity_at_threshold"),
-        "specificity": calibration.get("specificity_at_threshold"),
-        "ece": calibration.get("ece_after"),
-    }
 
 
 def model_public(row: ModelVersion, current: ModelVersion | None) -> ModelPublic:
     versus = None
     if current is not None and current.version != row.version:
-        mine, theirs = _headline(row), _headline(current)
+        mine, theirs = headline_metrics(row.metrics or {}), headline_metrics(current.metrics or {})
         versus = {
             "production_version": current.version,
             "this": mine,
@@ -46,7 +27,7 @@ def model_public(row: ModelVersion, current: ModelVersion | None) -> ModelPublic
                 k: (mine[k] - theirs[k])
                 if mine.get(k) is not None and theirs.get(k) is not None
                 else None
-                for k in HEADLINE
+                for k in HEADLINE_KEYS
             },
         }
         same_test = (row.metrics or {}).get("production_on_same_test")
@@ -62,6 +43,7 @@ def model_public(row: ModelVersion, current: ModelVersion | None) -> ModelPublic
         arch=row.arch,
         stage=row.stage,  # type: ignore[arg-type]
         metrics=row.metrics or {},
+        headline=headline_metrics(row.metrics or {}),
         data_fingerprint=row.data_fingerprint,
         training_job_id=row.training_job_id,
         stage_reason=row.stage_reason,

@@ -8,22 +8,6 @@ const $ = (id) => document.getElementById(id);
 let role = "user";
 let modelName = null;
 
-/** The same headline the API uses: held-out test metrics, else validation/calibration. */
-function headline(metrics = {}) {
-  const test = metrics.test || {};
-  if (Object.keys(test).length) return test;
-  const calibration = metrics.calibration || {};
-  const selection = metrics.val_selection || {};
-  return {
-    macro_f1: selection.macro_f1,
-    acc_multiclass: selection.acc,
-    roc_auc_binary: selection.roc_auc_binary,
-    sensitivity: calibration.sensitivity_at_threshold,
-    specificity: calibration.specificity_at_threshold,
-    ece: calibration.ece_after,
-  };
-}
-
 async function act(path, confirmText, doneText) {
   if (!window.confirm(confirmText)) return;
   showError($("models-error"), null);
@@ -56,7 +40,7 @@ function promoteButton(row) {
 }
 
 function modelRow(row) {
-  const m = headline(row.metrics);
+  const m = row.headline || {};
   const cells = [
     h("code", {}, row.version),
     h("span", { className: `stage stage-${row.stage}` }, row.stage),
@@ -67,6 +51,7 @@ function modelRow(row) {
     fmtNumber(m.specificity),
     fmtNumber(m.roc_auc_binary),
     fmtNumber(m.ece),
+    m.source || "-",
     fmtDate(row.created_at),
     row.stage_reason || "-",
   ];
@@ -97,6 +82,7 @@ export async function showModels() {
       "Specificity",
       "ROC AUC",
       "ECE",
+      "Measured on",
       "Created",
       "Stage reason",
     ];
