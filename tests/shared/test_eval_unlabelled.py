@@ -124,3 +124,22 @@ def test_labelled_images_among_unlabelled_ones_are_still_measured(
     assert (report["n_scored"], report["n_labeled"], report["n"]) == (3, 2, 2)
     assert report["acc_multiclass"] is not None
     assert sum(map(sum, report["cm_multiclass"])) == 2
+
+
+def test_prediction_time_leaves_out_the_plots_and_files(
+    engine: InferenceEngine, tmp_path: Path
+) -> None:
+    """An evaluate job's `inference_ms_per_image` (and the Prometheus figure built from it)
+    counted the metrics, the plots and the CSVs; the outcome now times the predictions alone."""
+    import time
+
+    items = [
+        EvalItem(f"{name}/{seed}.png", name, phantom_png(name, seed=seed, size=64))
+        for name in ("glioma", "no_tumor", "meningioma", "pituitary")
+        for seed in range(3)
+    ]
+    started = time.perf_counter()
+    outcome = evaluate(engine, items, tmp_path, threshold=0.5)
+    wall = time.perf_counter() - started
+    assert len(outcome.report["artifacts"]) > 3  # the plots were drawn in this call
+    assert 0 < outcome.prediction_seconds < wall

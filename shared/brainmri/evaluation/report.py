@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import json
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -96,6 +97,8 @@ class EvalOutcome:
     artifacts: list[Path]
     predictions: list[tuple[EvalItem, Prediction]] = field(default_factory=list)
     errors: list[tuple[EvalItem, InputError]] = field(default_factory=list)
+    # Reading, decoding and the model's forward passes only: not metrics, plots or files.
+    prediction_seconds: float = 0.0
 
 
 def evaluate(
@@ -125,10 +128,11 @@ def evaluate(
         if on_progress:
             on_progress(done, len(items))
 
+    started = time.perf_counter()
     results = engine.predict_sources(
         [item.source for item in items], tta=tta, progress=progress, on_result=tick
     )
-    outcome = EvalOutcome(report={}, artifacts=[])
+    outcome = EvalOutcome(report={}, artifacts=[], prediction_seconds=time.perf_counter() - started)
     for item, result in zip(items, results, strict=True):
         if isinstance(result, InputError):
             outcome.errors.append((item, result))
