@@ -28,14 +28,14 @@ from brainmri.client import (
     job_failed,
 )
 from brainmri.progress import progress_bar
+from brainmri.registry.headline import HEADLINE_KEYS, SOURCE_TEST, SOURCE_VALIDATION
 
 EXIT_JOB_FAILED = 1
 EXIT_REFUSED = 2
 JOB_KINDS = ("predict", "evaluate", "train")
 JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
-HEADLINE = ("macro_f1", "acc_multiclass", "sensitivity", "specificity", "roc_auc_binary", "ece")
-# The short column text for each headline source the API names (brainmri.registry.headline).
-METRIC_SOURCES = {"held-out test split": "test", "validation and calibration halves": "val"}
+# The short column text for each headline source the API names.
+METRIC_SOURCES = {SOURCE_TEST: "test", SOURCE_VALIDATION: "val"}
 CONNECTION_HELP = (
     f"Talks to a running brainmri API. Server: --url or {URL_ENV} (default {DEFAULT_URL}). "
     f"API key: --key or {KEY_ENV} (prefer the variable: a --key shows in the process list). "
@@ -601,7 +601,7 @@ def run_models_list(args: argparse.Namespace) -> int:
                 row["version"],
                 row["stage"],
                 row["arch"],
-                *(_num(metrics.get(key)) for key in HEADLINE),
+                *(_num(metrics.get(key)) for key in HEADLINE_KEYS),
                 METRIC_SOURCES.get(metrics.get("source"), "-"),
                 _when(row["created_at"]),
             )

@@ -62,6 +62,11 @@ def _replace_atomically(path: Path, data: bytes) -> None:
         partial.unlink(missing_ok=True)
 
 
+def _binding(routing_key: str, pattern: str, queue: str) -> Any:
+    """One row of an exchange table, as kombu writes it."""
+    return filesystem.exchange_queue_t(routing_key or "", pattern or "", queue or "")
+
+
 class Channel(filesystem.Channel):
     """Atomic put, rename-to-claim get, exchange tables replaced whole."""
 
@@ -91,7 +96,7 @@ class Channel(filesystem.Channel):
                 filesystem.unlock(lock_file)
 
     def _queue_bind(self, exchange: str, routing_key: str, pattern: str, queue: str) -> None:
-        row = filesystem.exchange_queue_t(routing_key or "", pattern or "", queue or "")
+        row = _binding(routing_key, pattern, queue)
         self._update_table(exchange, lambda rows: None if row in rows else [row, *rows])
 
     def _delete(
@@ -100,7 +105,7 @@ class Channel(filesystem.Channel):
         super(filesystem.Channel, self)._delete(  # the virtual channel's part only
             queue, exchange, routing_key, pattern, *args, **kwargs
         )
-        row = filesystem.exchange_queue_t(routing_key or "", pattern or "", queue or "")
+        row = _binding(routing_key, pattern, queue)
         self._update_table(
             exchange, lambda rows: [kept for kept in rows if kept != row] if row in rows else None
         )

@@ -17,8 +17,9 @@ router = APIRouter(prefix="/v1/models", tags=["models"])
 
 def model_public(row: ModelVersion, current: ModelVersion | None) -> ModelPublic:
     versus = None
+    mine = headline_metrics(row.metrics or {})
     if current is not None and current.version != row.version:
-        mine, theirs = headline_metrics(row.metrics or {}), headline_metrics(current.metrics or {})
+        theirs = headline_metrics(current.metrics or {})
         versus = {
             "production_version": current.version,
             "this": mine,
@@ -43,7 +44,7 @@ def model_public(row: ModelVersion, current: ModelVersion | None) -> ModelPublic
         arch=row.arch,
         stage=row.stage,  # type: ignore[arg-type]
         metrics=row.metrics or {},
-        headline=headline_metrics(row.metrics or {}),
+        headline=mine,
         data_fingerprint=row.data_fingerprint,
         training_job_id=row.training_job_id,
         stage_reason=row.stage_reason,
