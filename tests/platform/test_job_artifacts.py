@@ -263,3 +263,27 @@ def test_a_retryable_failure_keeps_the_input_for_the_retry(deployment: Deploymen
     assert (job.status, job.error["retryable"]) == ("failed", True)
     assert deployment.keys(job_id) == []
     assert deployment.store.get(deployment.store.key_from_uri(input_uri)) == b"scan"
+
+
+def test_a_result_the_database_refuses_fails_the_job_instead_of_leaving_it_running(
+    deployment: Deployment,
+) -> None:
+    """PostgreSQL refuses NUL characters in JSONB: a data error, not an outage.
+
+    Treated as an outage, the job stayed ``running`` until the reaper re-ran it, and after
+    three times the work it failed as ``too_many_attempts``, naming nothing useful.
+    """
+    job_id = _new_job(deployment)
+
+    def body(ctx: JobContext) -> JobOutcome:
+        uri = ctx.store.put(ctx.artifact_key("cam.png"), b"cam", "image/png")
+        return JobOutcome(
+            result={"label": "glioma\x00"}, model_version="v", artifacts={"cam.png": uri}
+        )
+
+    deployment.run(job_id, body)
+
+    job = deployment.job(job_id)
+    assert (job.status, job.attempts, job.error["code"]) == ("failed", 1, "internal_error")
+    assert job.result is None
+    assert deployment.keys(job_id) == []

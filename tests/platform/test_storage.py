@@ -8,7 +8,12 @@ import pytest
 
 from brainmri.config import Settings
 from brainmri.errors import InputTooLargeError
-from brainmri.storage import ObjectNotFoundError, StorageUnavailableError, store_for_uri
+from brainmri.storage import (
+    ForeignObjectURIError,
+    ObjectNotFoundError,
+    StorageUnavailableError,
+    store_for_uri,
+)
 from tests.infra import S3Server, free_port
 
 
@@ -53,7 +58,8 @@ def test_keys_cannot_escape(store, key: str) -> None:  # type: ignore[no-untyped
 
 
 def test_uri_of_another_store_is_refused(store) -> None:  # type: ignore[no-untyped-def]
-    with pytest.raises(ValueError, match="not in this store"):
+    """Both stores raise the not-found kind, so the API answers 404 rather than 500."""
+    with pytest.raises(ForeignObjectURIError, match="not in this store"):
         store.key_from_uri("s3://elsewhere/uploads/x")
 
 

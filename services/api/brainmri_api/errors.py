@@ -10,9 +10,9 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from brainmri.db.session import DATABASE_OUTAGE_ERRORS
 from brainmri.errors import (
     BrainMRIError,
     DatasetError,
@@ -84,15 +84,16 @@ def install_error_handlers(app: FastAPI) -> None:
         headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
         return error_response(status, exc.code, str(exc), headers)
 
-    @app.exception_handler(OperationalError)
-    @app.exception_handler(InterfaceError)
-    async def _database_down(_: Request, exc: DBAPIError) -> JSONResponse:
-        log.warning("database unavailable: %s", exc.orig)
+    async def _database_down(_: Request, exc: Exception) -> JSONResponse:
+        log.warning("database unavailable: %s", getattr(exc, "orig", exc))
         return error_response(
             503,
             "database_unavailable",
             "the database is unavailable; nothing was stored, try again shortly",
         )
+
+    for outage in DATABASE_OUTAGE_ERRORS:
+        app.add_exception_handler(outage, _database_down)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -9,7 +9,13 @@ from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
+
+#: Errors that mean "the database cannot be reached or is busy now", worth waiting out.
+#: Other DBAPI errors (bad data, constraint violations, schema drift) fail the same way on
+#: every retry, so callers must treat them as failures rather than as an outage.
+DATABASE_OUTAGE_ERRORS: tuple[type[DBAPIError], ...] = (OperationalError, InterfaceError)
 
 
 @lru_cache(maxsize=8)

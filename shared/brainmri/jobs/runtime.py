@@ -31,7 +31,6 @@ from typing import Any
 
 from celery import Celery, Task
 from celery.exceptions import SoftTimeLimitExceeded
-from sqlalchemy.exc import DBAPIError
 
 from brainmri.config import Settings, get_settings
 from brainmri.db.jobs import (
@@ -43,7 +42,7 @@ from brainmri.db.jobs import (
     release_for_retry,
 )
 from brainmri.db.models import Job, JobStatus
-from brainmri.db.session import session_scope
+from brainmri.db.session import DATABASE_OUTAGE_ERRORS, session_scope
 from brainmri.db.types import utcnow
 from brainmri.errors import BrainMRIError, InputError
 from brainmri.jobs.artifacts import (
@@ -146,6 +145,8 @@ class JobContext:
                     progress=fraction,
                     detail=detail,
                 )
+        except SoftTimeLimitExceeded:
+            raise  # raised into this (main) thread mid-write: the job's time is up, not the DB's
         except Exception:  # a missed heartbeat is not fatal; the next one may succeed
             log.warning("heartbeat failed for job %s", self.job_id, exc_info=True)
             return
@@ -219,7 +220,7 @@ def _claim(task: Task, settings: Settings, job_id: str) -> JobContext | None:
             if claim is not None:
                 return JobContext(settings, claim.job, claim.attempt)
             ended = ended_without_result(session, job_id=job_id)
-    except DBAPIError as exc:
+    except DATABASE_OUTAGE_ERRORS as exc:
         # The database is down: nothing was claimed; try this message again later.
         log.warning("database unavailable before the job started (%s); retrying", exc.orig)
         raise task.retry(exc=exc, countdown=5, max_retries=None) from exc
@@ -258,7 +259,7 @@ def _run_job(task: Task, body: JobBody, job_id: str) -> None:
         else:
             log.warning("job result discarded: this worker no longer owns the job")
             remove_artifacts(ctx.store, job_id, ctx.attempt)
-    except DBAPIError as exc:
+    except DATABASE_OUTAGE_ERRORS as exc:
         # The job row cannot be written now. Its heartbeat goes stale while the database is
         # away, and the reaper requeues it once the database is back.
         log.warning(

@@ -12,6 +12,7 @@ from minio.error import S3Error
 
 from brainmri.errors import InputTooLargeError
 from brainmri.storage.base import (
+    ForeignObjectURIError,
     ObjectInfo,
     ObjectNotFoundError,
     StorageUnavailableError,
@@ -107,7 +108,7 @@ class S3ObjectStore:
 
     def key_from_uri(self, uri: str) -> str:
         if not uri.startswith(self.url):
-            raise ValueError(f"{uri} is not in this store")
+            raise ForeignObjectURIError(f"{uri} is not in this store")
         return validate_key(uri[len(self.url) :])
 
     def check(self) -> None:
