@@ -172,6 +172,13 @@ class Settings(BaseSettings):
         ge=1,
         description="Most slices a DICOM upload may hold, as frames of one object or in a zip.",
     )
+    max_dicom_object_pixels: int = Field(
+        268_435_456,
+        ge=1,
+        description="Most pixels one DICOM object may decode to (rows x columns x frames x "
+        "samples) - bomb guard for multi-frame objects; each frame is also held to "
+        "`BRAINMRI_MAX_IMAGE_PIXELS`.",
+    )
     zip_max_total_bytes: int = Field(
         1024**3, ge=1, description="Most bytes a zip may decompress to in total."
     )

@@ -441,6 +441,52 @@ def workload_problems(docs: list[dict]) -> list[str]:
     return problems
 
 
+_QUANTITY = re.compile(r"^(\d+)(Ki|Mi|Gi|Ti)?$")
+
+
+def quantity_bytes(quantity: str) -> int:
+    """A Kubernetes binary quantity ("512Mi", "3Gi") in bytes."""
+    match = _QUANTITY.match(str(quantity))
+    if match is None:
+        raise ValueError(f"unsupported quantity {quantity!r}")
+    power = {None: 0, "Ki": 1, "Mi": 2, "Gi": 3, "Ti": 4}[match.group(2)]
+    return int(match.group(1)) * 1024**power
+
+
+def scratch_space_problems(docs: list[dict], defaults: dict[str, int]) -> list[str]:
+    """The API's /tmp must hold the worst case of its concurrent upload decodes.
+
+    Each decode child may unpack a DICOM zip of up to BRAINMRI_ZIP_MAX_TOTAL_BYTES while the
+    upload (up to BRAINMRI_MAX_UPLOAD_BYTES) is spooled next to it; an emptyDir that goes over
+    its sizeLimit gets the pod evicted, so a too-small one lets any key holder evict the API.
+    ``defaults`` holds the settings' defaults by variable name, for variables left unset.
+    """
+    problems = []
+    environments = container_environments(docs)
+    for doc, pod in pod_specs(docs):
+        for container in containers(pod):
+            if command_of(container)[:2] != ["brainmri", "serve"]:
+                continue
+            here = f"{_id(doc)}[{container['name']}]"
+            env = {**{k: str(v) for k, v in defaults.items()}, **environments.get(here, {})}
+            need = int(env["BRAINMRI_UPLOAD_SANDBOX_PROCESSES"]) * (
+                int(env["BRAINMRI_ZIP_MAX_TOTAL_BYTES"]) + int(env["BRAINMRI_MAX_UPLOAD_BYTES"])
+            )
+            mounts_at_tmp = [
+                m["name"] for m in container.get("volumeMounts") or [] if m["mountPath"] == "/tmp"
+            ]
+            volume = next((v for v in pod.get("volumes") or [] if v["name"] in mounts_at_tmp), {})
+            limit = (volume.get("emptyDir") or {}).get("sizeLimit")
+            if limit is None:
+                problems.append(f"{here}: /tmp is not an emptyDir with a sizeLimit")
+            elif quantity_bytes(limit) < need:
+                problems.append(
+                    f"{here}: /tmp sizeLimit {limit} < {need} bytes that concurrent zip uploads "
+                    "may unpack (processes x (zip total + upload))"
+                )
+    return problems
+
+
 def gpu_problems(docs: list[dict]) -> list[str]:
     """A GPU overlay: a CUDA worker that asks for a GPU and may land on tainted GPU nodes."""
     problems = []

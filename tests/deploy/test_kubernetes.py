@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from brainmri.config import Settings
 from tests.deploy import checks
 from tests.deploy.conftest import K8S, copy_deploy, overlay_dirs, run_kustomize
 
@@ -33,6 +34,35 @@ def test_references_resolve(rendered: dict, variant: str) -> None:
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_workloads_have_probes_resources_and_the_right_shape(rendered: dict, variant: str) -> None:
     assert checks.workload_problems(rendered[variant]) == []
+
+
+#: The settings the scratch-space check reads, at their defaults.
+SCRATCH_DEFAULTS = {
+    f"BRAINMRI_{name.upper()}": Settings.model_fields[name].default
+    for name in ("upload_sandbox_processes", "zip_max_total_bytes", "max_upload_bytes")
+}
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_the_api_scratch_space_holds_its_concurrent_zip_uploads(
+    rendered: dict, variant: str
+) -> None:
+    assert checks.scratch_space_problems(rendered[variant], SCRATCH_DEFAULTS) == []
+
+
+def test_scratch_space_check_catches_a_small_tmp_and_a_raised_limit(rendered: dict) -> None:
+    docs = copy.deepcopy(rendered["base"])
+    api = next(pod for doc, pod in checks.pod_specs(docs) if doc["metadata"]["name"] == "api")
+    tmp = next(v for v in api["volumes"] if v["name"] == "tmp")
+    tmp["emptyDir"]["sizeLimit"] = "1Gi"  # what it was: two zip uploads could evict the pod
+    assert any(
+        "/tmp sizeLimit 1Gi" in p for p in checks.scratch_space_problems(docs, SCRATCH_DEFAULTS)
+    )
+    docs = copy.deepcopy(rendered["base"])
+    _container(docs, "api", "api").setdefault("env", []).append(
+        {"name": "BRAINMRI_UPLOAD_SANDBOX_PROCESSES", "value": "8"}
+    )
+    assert checks.scratch_space_problems(docs, SCRATCH_DEFAULTS)
 
 
 @pytest.mark.parametrize("variant", ["gpu", "dev-with-gpu"])

@@ -251,6 +251,31 @@ def test_the_frame_limit_counts_frames_of_one_object_and_files_of_a_zip() -> Non
     assert info.value.code == "too_many_frames"
 
 
+def test_a_compressed_bomb_is_refused_from_its_header_before_decoding() -> None:
+    """RLE pixel data of a blank 1024 x 1024 frame is ~34 kB for 2 MB decoded; a bomb declares
+    hundreds of megapixels the same way. The header alone must answer, as a 413."""
+    from pydicom.uid import RLELossless
+
+    ds = phantom_series("glioma", n_slices=1, size=64)[0]
+    ds.Rows = ds.Columns = 1024
+    ds.compress(RLELossless, np.zeros((1024, 1024), dtype=np.uint16))
+    data = dataset_bytes(ds)
+    assert len(data) < 64_000
+    assert decode_input(data).slices  # within the default limits it decodes
+    with pytest.raises(InputTooLargeError, match="BRAINMRI_MAX_IMAGE_PIXELS") as info:
+        decode_input(data, limits=InputLimits(max_pixels=1024 * 1024 - 1))
+    assert info.value.code == "too_many_pixels"
+
+
+def test_the_object_pixel_limit_counts_every_frame() -> None:
+    five_frames = dataset_bytes(multiframe_dataset("glioma", n_frames=5, size=64))
+    exact = InputLimits(max_dicom_object_pixels=5 * 64 * 64)
+    assert decode_input(five_frames, limits=exact).slices
+    with pytest.raises(InputTooLargeError, match="BRAINMRI_MAX_DICOM_OBJECT_PIXELS") as info:
+        decode_input(five_frames, limits=InputLimits(max_dicom_object_pixels=5 * 64 * 64 - 1))
+    assert info.value.code == "too_many_pixels"
+
+
 def _without_top_level_orientation() -> Dataset:
     """An enhanced-style object whose orientation lives only in the shared functional group."""
     ds = phantom_series("glioma", n_slices=1, size=64)[0]

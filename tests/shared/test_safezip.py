@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import tempfile
 from pathlib import Path
 
 import pytest
 
 from brainmri.errors import InputError, InputTooLargeError, UnsafeArchiveError
+from brainmri.imaging.decode import InputFormat
 from brainmri.imaging.inputs import decode_input
 from brainmri.imaging.limits import InputLimits
 from brainmri.imaging.safezip import extract_zip
@@ -105,3 +107,12 @@ def test_junk_members_are_ignored_beside_dicom() -> None:
     data = zip_series(series, extra={"__MACOSX/._IMG": b"junk", "DICOMDIR.txt": b"index"})
     assert decode_input(data).details["n_slices"] == 3
     assert dataset_bytes(series[0])[128:132] == b"DICM"
+
+
+def test_members_of_another_format_never_reach_the_disk(tmp_path: Path) -> None:
+    """A DICOM reader asks for DICOM only: filler members are read one chunk, not written."""
+    dicom = dataset_bytes(phantom_series("glioma", n_slices=1, size=64)[0])
+    data = zip_bytes({"notes.txt": os.urandom(3 * 1024 * 1024), "IMG1.dcm": dicom})
+    members = extract_zip(data, tmp_path, InputLimits(), only=InputFormat.DICOM)
+    assert [(m.index, m.size) for m in members] == [(1, len(dicom))]
+    assert [p.name for p in tmp_path.iterdir()] == ["member-00001"]

@@ -49,7 +49,7 @@ from brainmri.errors import (
     NoDicomFoundError,
     SeriesNotFoundError,
 )
-from brainmri.imaging.decode import _BT601, minmax_scale
+from brainmri.imaging.decode import _BT601, InputFormat, minmax_scale
 from brainmri.imaging.limits import InputLimits
 from brainmri.imaging.safezip import extract_zip
 
@@ -149,7 +149,7 @@ def read_dicom_zip(
     if not data:
         raise EmptyInputError("the file is empty")
     with tempfile.TemporaryDirectory(prefix="brainmri-zip-") as tmp:
-        members = extract_zip(data, Path(tmp), limits)
+        members = extract_zip(data, Path(tmp), limits, only=InputFormat.DICOM)
         groups: dict[str, list[_Instance]] = defaultdict(list)
         frames = 0
         for member in members:
@@ -161,7 +161,8 @@ def read_dicom_zip(
             groups[_series_uid(header)].extend(instances)
         if not groups:
             raise NoDicomFoundError(
-                f"the zip holds {len(members)} file(s) but none is a DICOM Part-10 object"
+                "the zip holds no DICOM Part-10 object (a file starting with the 128-byte "
+                "preamble and 'DICM')"
             )
         return _build_series(groups, selection)
 
@@ -196,6 +197,7 @@ def _instances_of(
             "(BRAINMRI_MAX_DICOM_FRAMES); send a smaller series",
             code="too_many_frames",
         )
+    _check_pixel_count(rows, columns, n_frames, _header_int(header, "SamplesPerPixel", 1), limits)
     instance_number = _as_int(_header_value(header, "InstanceNumber"))
     normal = _slice_normal(header)
     base_position = _project(_header_value(header, "ImagePositionPatient"), normal)
@@ -384,6 +386,30 @@ def _decode_selected(selected: list[_Instance]) -> tuple[list[np.ndarray], Datas
     if photometric == "MONOCHROME1":
         scaled = [1.0 - s for s in scaled]
     return [np.ascontiguousarray(s, dtype=np.float32) for s in scaled], first
+
+
+def _check_pixel_count(
+    rows: int, columns: int, frames: int, samples: int, limits: InputLimits
+) -> None:
+    """Refuse what the header says would decode to too many pixels, before decoding any.
+
+    Compressed pixel data (RLE, JPEG) can be tiny and still declare a huge image; decoding
+    first and checking after is exactly what a decompression bomb counts on.
+    """
+    if rows * columns > limits.max_pixels:
+        raise InputTooLargeError(
+            f"the DICOM image is {columns}x{rows} = {rows * columns} pixels per frame; "
+            f"the limit is {limits.max_pixels} (BRAINMRI_MAX_IMAGE_PIXELS)",
+            code="too_many_pixels",
+        )
+    total = rows * columns * max(frames, 1) * max(samples, 1)
+    if total > limits.max_dicom_object_pixels:
+        raise InputTooLargeError(
+            f"the DICOM object decodes to {total} values ({frames} frame(s) of {columns}x{rows}"
+            f" x {samples} sample(s)); the limit is {limits.max_dicom_object_pixels} "
+            "(BRAINMRI_MAX_DICOM_OBJECT_PIXELS)",
+            code="too_many_pixels",
+        )
 
 
 def _load_pixels(source: Path | bytes) -> tuple[Dataset, np.ndarray]:

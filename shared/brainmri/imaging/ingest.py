@@ -111,11 +111,7 @@ def _deidentified_zip(data: bytes, limits: InputLimits) -> bytes:
         tempfile.TemporaryDirectory(prefix="brainmri-zip-") as tmp,
         zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive,
     ):
-        for member in extract_zip(data, Path(tmp), limits):
-            with member.path.open("rb") as handle:
-                head = handle.read(132)
-            if sniff_format(head) is not InputFormat.DICOM:
-                continue
+        for member in extract_zip(data, Path(tmp), limits, only=InputFormat.DICOM):
             written += 1
             archive.writestr(
                 f"series/IMG{written:05d}.dcm", to_bytes(deidentify(_read_dicom(member.path), uids))

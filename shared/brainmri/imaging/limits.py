@@ -18,6 +18,7 @@ class InputLimits:
     max_tiff_pages: int = 16
     zip_max_members: int = 2000
     max_dicom_frames: int = 2000
+    max_dicom_object_pixels: int = 268_435_456
     zip_max_total_bytes: int = 1024**3
     zip_max_ratio: float = 200.0
 
@@ -29,6 +30,7 @@ class InputLimits:
             max_tiff_pages=settings.max_tiff_pages,
             zip_max_members=settings.zip_max_members,
             max_dicom_frames=settings.max_dicom_frames,
+            max_dicom_object_pixels=settings.max_dicom_object_pixels,
             zip_max_total_bytes=settings.zip_max_total_bytes,
             zip_max_ratio=settings.zip_max_ratio,
         )

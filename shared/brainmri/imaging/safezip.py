@@ -50,8 +50,15 @@ def check_member_name(name: str) -> None:
         )
 
 
-def extract_zip(data: bytes, dest: Path, limits: InputLimits) -> list[ExtractedMember]:
+def extract_zip(
+    data: bytes, dest: Path, limits: InputLimits, *, only: InputFormat | None = None
+) -> list[ExtractedMember]:
     """Extract regular-file members of ``data`` into ``dest`` (which the caller deletes).
+
+    With ``only``, a member whose first bytes are not of that format is skipped after reading
+    its first chunk, so it never reaches the disk: a zip of highly compressible filler would
+    otherwise fill the scratch space with files nobody reads (up to ``zip_max_total_bytes``
+    per upload, on a ``/tmp`` that is often a small volume).
 
     Raises:
         InputError: the bytes are not a readable zip archive.
@@ -84,8 +91,9 @@ def extract_zip(data: bytes, dest: Path, limits: InputLimits) -> list[ExtractedM
             if info.is_dir() or info.filename.startswith(_IGNORED_PREFIXES):
                 continue
             target = dest / f"member-{index:05d}"
-            size = _stream_member(archive, info, target, budget, limits)
-            extracted.append(ExtractedMember(index=index, path=target, size=size))
+            size = _stream_member(archive, info, target, budget, limits, only)
+            if size is not None:
+                extracted.append(ExtractedMember(index=index, path=target, size=size))
         return extracted
 
 
@@ -129,31 +137,36 @@ def _stream_member(
     target: Path,
     budget: _Budget,
     limits: InputLimits,
-) -> int:
+    only: InputFormat | None,
+) -> int | None:
+    """Bytes written to ``target``; None when the member is not of format ``only``."""
     written = 0
     # Even an empty-looking member is allowed some slack for headers before the ratio bites.
     ratio_allowance = max(info.compress_size, 1024) * limits.zip_max_ratio
     try:
-        with archive.open(info) as source, target.open("xb") as sink:
-            first = True
-            while chunk := source.read(_CHUNK):
-                if first:
-                    first = False
-                    if sniff_format(chunk[:132]) is InputFormat.ZIP:
+        with archive.open(info) as source:
+            chunk = source.read(_CHUNK)
+            kind = sniff_format(chunk[:132])
+            if kind is InputFormat.ZIP:
+                raise UnsafeArchiveError(
+                    f"zip member {info.filename!r} is itself a zip archive; "
+                    "nested archives are not accepted",
+                    code="nested_archive",
+                )
+            if only is not None and kind is not only:
+                return None
+            with target.open("xb") as sink:
+                while chunk:
+                    written += len(chunk)
+                    budget.spend(len(chunk))
+                    if written > info.file_size or written > ratio_allowance:
                         raise UnsafeArchiveError(
-                            f"zip member {info.filename!r} is itself a zip archive; "
-                            "nested archives are not accepted",
-                            code="nested_archive",
+                            f"zip member {info.filename!r} decompresses beyond its declared "
+                            "size or the allowed compression ratio",
+                            code="zip_bomb",
                         )
-                written += len(chunk)
-                budget.spend(len(chunk))
-                if written > info.file_size or written > ratio_allowance:
-                    raise UnsafeArchiveError(
-                        f"zip member {info.filename!r} decompresses beyond its declared size "
-                        "or the allowed compression ratio",
-                        code="zip_bomb",
-                    )
-                sink.write(chunk)
+                    sink.write(chunk)
+                    chunk = source.read(_CHUNK)
     except (zipfile.BadZipFile, zlib.error, OSError, EOFError, NotImplementedError) as exc:
         raise InputError(
             f"cannot read zip member {info.filename!r}: {exc}", code="invalid_archive"
