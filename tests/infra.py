@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import shutil
 import signal
 import socket
@@ -353,6 +352,7 @@ class EmbeddedServer:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.log = data_dir.parent / "serve.log"
+        self.data_dir = data_dir
         env = {key: value for key, value in os.environ.items() if not key.startswith("BRAINMRI_")}
         env.update(FAST_JOB_SETTINGS)
         env.update(
@@ -376,15 +376,15 @@ class EmbeddedServer:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             text = self.log.read_text(errors="replace")
-            match = re.search(r"API key \(admin, stored in .*\): (\S+)", text)
+            announced = "API key (admin" in text  # printed once the key file exists
             # Embedded mode starts two workers; both consume before the server counts as up.
             workers_ready = all(
                 f"worker ready on queues {queues}" in text for queues in EMBEDDED_WORKER_QUEUES
             )
-            if match and workers_ready:
+            if announced and workers_ready:
                 try:
                     if httpx.get(f"{self.base}/healthz", timeout=2).status_code == 200:
-                        return match.group(1)
+                        return (self.data_dir / "api_key").read_text().strip()
                 except httpx.HTTPError:
                     pass
             if self.process.poll() is not None:

@@ -138,6 +138,10 @@ def test_object_store_outage_fails_retryably_then_succeeds_on_retry(
                 ).json()["job_id"]
                 host, port = store.endpoint.split(":")
                 store.server.stop()  # the store goes away with the job queued
+                ready = client.get("/readyz")  # unauthenticated: it names no internal host
+                assert ready.status_code == 503
+                assert ready.json()["checks"]["object_store"] == "down: StorageUnavailableError"
+                assert host not in ready.text and bucket not in ready.text
                 workers.append(WorkerProcess(env, tmp_path / "worker.log").start())
                 failed = wait_for_job(client, job_id, HEADERS, timeout=120)
                 assert failed["status"] == "failed"

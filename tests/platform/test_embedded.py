@@ -13,7 +13,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from brainmri.config import Settings
 from brainmri.phantom import phantom_png, write_phantom_dataset
+from brainmri_api.server import embedded_api_key
 from tests.infra import EMBEDDED_WORKER_QUEUES, EmbeddedServer
 
 
@@ -31,9 +33,15 @@ def server(
 
 def test_serve_generates_and_keeps_a_key(server: EmbeddedServer, tmp_path: Path) -> None:
     key_file = Path(server.log).parent / "data" / "api_key"
-    assert key_file.read_text().strip() == server.key
     assert oct(key_file.stat().st_mode & 0o777) == "0o600"
+    assert server.log.read_text().count(server.key) == 1  # announced when it was made
     assert httpx.get(f"{server.base}/v1/jobs").status_code == 401
+    assert httpx.get(f"{server.base}/v1/jobs", headers={"X-API-Key": server.key}).is_success
+    # A later start reuses the key and names its file; the key stays out of the logs.
+    key, announcement = embedded_api_key(Settings(data_dir=key_file.parent))
+    assert key == server.key
+    assert server.key not in announcement
+    assert str(key_file) in announcement
 
 
 def test_predict_and_evaluate_jobs_with_no_services(server: EmbeddedServer) -> None:

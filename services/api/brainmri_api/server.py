@@ -65,17 +65,22 @@ def port_from_environment() -> int:
     return int(value)
 
 
-def embedded_api_key(settings: Settings) -> str:
-    """The generated admin key of embedded mode (created once, stored with mode 0600)."""
+def embedded_api_key(settings: Settings) -> tuple[str, str]:
+    """The generated admin key of embedded mode (created once, stored with mode 0600), and the
+    line that announces it.
+
+    The key itself is printed only when it is created: stdout ends up in journald or
+    ``docker logs``, and a key printed on every start would sit in every one of them.
+    """
     path = settings.api_key_file
     if path.exists():
-        return path.read_text().strip()
+        return path.read_text().strip(), f"API key (admin): in {path}"
     path.parent.mkdir(parents=True, exist_ok=True)
     key = secrets.token_urlsafe(32)
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(descriptor, "w") as handle:
         handle.write(key + "\n")
-    return key
+    return key, f"API key (admin, new, stored in {path}; printed only this once): {key}"
 
 
 def _die_with_parent() -> None:
@@ -173,9 +178,9 @@ def run(args: argparse.Namespace) -> int:
                     file=sys.stderr,
                 )
                 return 2
-            key = embedded_api_key(settings)
+            key, announcement = embedded_api_key(settings)
             os.environ["BRAINMRI_API_KEYS"] = f"{key}:admin"
-            print(f"API key (admin, stored in {settings.api_key_file}): {key}", flush=True)
+            print(announcement, flush=True)
         if not os.environ.get("BRAINMRI_WORKER_QUEUES"):  # empty counts as unset
             os.environ["BRAINMRI_WORKER_QUEUES"] = EMBEDDED_QUEUES
         get_settings.cache_clear()
