@@ -201,7 +201,8 @@ class Settings(BaseSettings):
     api_keys: str = Field(
         "",
         description="API keys as `key:role,key:role` (roles `user`, `admin`). Unset in "
-        "embedded mode: one admin key is generated on first start and printed.",
+        "embedded mode: one admin key is generated on first start, printed once and kept in "
+        "`<data_dir>/api_key`.",
     )
     allowed_roots: str = Field(
         "",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import sqlite3
@@ -176,3 +177,23 @@ def test_sigterm_stops_the_workers_before_serve_exits(
     assert code == 128 + signal.SIGTERM, log[-2000:]
     assert alive == [], log[-2000:]
     assert "embedded workers stopped" in log
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads process states in /proc")
+def test_a_worker_stopped_on_its_own_stops_serve(platform_bundle: Path, tmp_path: Path) -> None:
+    """A plain ``kill`` of a worker is a warm shutdown that exits 0. `serve` used to take that
+    for a requested stop and went on accepting jobs that nobody would run; now any exit it did
+    not ask for stops it (status 1, saying which worker), and the other worker with it."""
+    (tmp_path / "allowed").mkdir()
+    running = EmbeddedServer(tmp_path / "data", platform_bundle, tmp_path / "allowed")
+    try:
+        predict_worker, train_worker = _worker_pids(running.log.read_text())
+        os.kill(predict_worker, signal.SIGTERM)
+        code = running.process.wait(timeout=60)
+        log = running.log.read_text()
+        other_alive = _alive(train_worker)
+    finally:
+        running.stop()
+    assert code == 1, log[-2000:]
+    assert "the embedded worker for predict,evaluate exited (status 0); stopping" in log
+    assert not other_alive, log[-2000:]

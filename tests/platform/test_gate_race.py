@@ -11,14 +11,18 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from sqlalchemy import update
 
 from brainmri.config import Settings
+from brainmri.db.jobs import claim_job, create_job
 from brainmri.db.models import Job, ModelStage, ModelVersion
 from brainmri.db.session import session_scope
-from brainmri.jobs.runtime import JobContext
+from brainmri.db.types import utcnow
+from brainmri.jobs.runtime import JobContext, JobOwnershipLost
 from brainmri.registry.gate import GateDecision
 from brainmri.registry.versions import ProductionChangedError, promote, register_bundle
 from brainmri.storage import open_store
@@ -58,8 +62,15 @@ def _versioned(base: Path, tmp_path: Path, version: str) -> Path:
     return folder
 
 
-def _context(settings: Settings) -> JobContext:
-    return JobContext(settings, Job(id="train-job-1", kind="train", params={}), attempt=1)
+def _context(settings: Settings, job_id: str = "train-job-1") -> JobContext:
+    """The context of a running train job that this worker has claimed."""
+    with session_scope(settings.resolved_database_url) as session:
+        create_job(session, job_id=job_id, kind="train", owner="admin", params={})
+        claim = claim_job(
+            session, job_id=job_id, worker="trainer-a", stale_before=utcnow(), max_attempts=3
+        )
+        assert claim is not None
+        return JobContext(settings, claim.job, claim.attempt)
 
 
 def _stages(url: str) -> dict[str, tuple[ModelStage, str | None]]:
@@ -71,11 +82,11 @@ def _stages(url: str) -> dict[str, tuple[ModelStage, str | None]]:
 
 
 def _register_candidate_compared_with_v1(
-    settings: Settings, base: Path, tmp_path: Path
+    settings: Settings, base: Path, tmp_path: Path, ctx: JobContext | None = None
 ) -> Registration:
     """What the train job does at its end: register "cand", whose gate passed against v1."""
     return _register(
-        _context(settings),
+        ctx or _context(settings),
         _versioned(base, tmp_path, "cand"),
         {"production_version": "v1"},
         "fingerprint",
@@ -133,3 +144,34 @@ def test_promote_with_a_stale_expectation_changes_nothing(
     with session_scope(url) as session:  # the matching expectation goes through
         promote(session, version="v1", by="gate", expected_production="v2")
     assert _stages(url)["v1"][0] == ModelStage.PRODUCTION
+
+
+def test_a_train_job_taken_over_by_another_worker_registers_nothing(
+    registry: tuple[Settings, Path], tmp_path: Path
+) -> None:
+    """Its heartbeats went stale (a stalled host), the reaper handed the job to another
+    trainer, and then the first one finished: its result is discarded, so its model must not
+    be registered, let alone promoted."""
+    settings, base = registry
+    url = settings.resolved_database_url
+    ctx = _context(settings, "train-job-2")
+    with session_scope(url) as session:
+        session.execute(
+            update(Job)
+            .where(Job.id == "train-job-2")
+            .values(heartbeat_at=utcnow() - timedelta(hours=1))
+        )
+        taken = claim_job(
+            session,
+            job_id="train-job-2",
+            worker="trainer-b",
+            stale_before=utcnow() - timedelta(minutes=5),
+            max_attempts=3,
+        )
+        assert taken is not None and taken.attempt == 2
+    with pytest.raises(JobOwnershipLost):
+        _register_candidate_compared_with_v1(settings, base, tmp_path, ctx)
+    stages = _stages(url)
+    assert "cand" not in stages
+    assert stages["v1"][0] == ModelStage.PRODUCTION
+    assert not list(open_store(settings).list("models/brainmri/cand/"))

@@ -19,11 +19,15 @@ import subprocess
 import sys
 import threading
 import time
+from typing import TYPE_CHECKING
 
 from brainmri import DISCLAIMER
 from brainmri.cli.common import EPILOG
 from brainmri.config import Settings, get_settings
 from brainmri.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    import uvicorn
 
 log = logging.getLogger(__name__)
 
@@ -93,16 +97,41 @@ def _die_with_parent() -> None:
 # Set once `serve` stops its workers: a worker killed then is no reason to interrupt the
 # shutdown that is still stopping the other one.
 _stopping = threading.Event()
+# Set when a worker went away on its own; `serve` then stops and exits with status 1.
+_worker_died = threading.Event()
+# The running HTTP server, once there is one: the watchdog asks it to shut down.
+_server: uvicorn.Server | None = None
+# A signal sent to the whole process group (Ctrl-C, systemd) reaches `serve` and its workers
+# together; a worker may exit first. Within this many seconds `serve` has noticed it too.
+_GROUP_SIGNAL_GRACE_SECONDS = 1.0
 
 
 def _stop_if_worker_dies(worker: subprocess.Popen[bytes], queues: str) -> None:
-    """Embedded mode is one service: if a worker exits, stop the API too (no silent queue)."""
+    """Embedded mode is one service: if a worker exits, stop the API too (no silent queue).
+
+    Whatever the exit status: Celery's warm shutdown exits 0, so a worker stopped with a plain
+    ``kill`` used to leave an API that accepted jobs nobody would ever run (and the job reaper
+    runs in the workers, so nothing noticed). Only a stop that `serve` itself is making - its
+    own shutdown, or a signal that reached it too - is not a failure.
+    """
 
     def watch() -> None:
         code = worker.wait()
-        if code not in (0, -signal.SIGTERM) and not _stopping.is_set():
-            log.error("embedded worker (%s) exited with status %s; stopping the API", queues, code)
-            os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(_GROUP_SIGNAL_GRACE_SECONDS)
+        server = _server
+        if _stopping.is_set() or (server is not None and server.should_exit):
+            return
+        log.error("embedded worker (%s) exited with status %s; stopping the API", queues, code)
+        print(
+            f"error: the embedded worker for {queues} exited (status {code}); stopping",
+            file=sys.stderr,
+            flush=True,
+        )
+        _worker_died.set()
+        if server is not None:
+            server.should_exit = True
+        else:  # still starting up: the SIGTERM handler ends `serve` through its cleanup
+            os.kill(os.getpid(), signal.SIGTERM)
 
     threading.Thread(target=watch, name=f"worker-watchdog-{queues}", daemon=True).start()
 
@@ -140,7 +169,7 @@ def _exit_on_sigterm(signum: int, frame: object) -> None:
     spot, so the ``finally`` that stops the workers never ran: on Linux they still went (via
     die-with-parent), on macOS they were left running. Raising SystemExit there unwinds it.
     """
-    raise SystemExit(128 + signum)
+    raise SystemExit(1 if _worker_died.is_set() else 128 + signum)
 
 
 def _stop_workers(workers: dict[str, subprocess.Popen[bytes]], timeout: float = 15.0) -> None:
@@ -200,8 +229,9 @@ def run(args: argparse.Namespace) -> int:
     from brainmri_api.main import create_app
 
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    try:
-        uvicorn.run(
+    global _server
+    _server = uvicorn.Server(
+        uvicorn.Config(
             create_app(settings),
             host=args.host,
             port=port,
@@ -210,6 +240,9 @@ def run(args: argparse.Namespace) -> int:
             access_log=False,  # brainmri_api.access logs every request with its id
             timeout_keep_alive=5,
         )
+    )
+    try:
+        _server.run()
     finally:
         _stop_workers(workers)
-    return 0
+    return 1 if _worker_died.is_set() else 0

@@ -280,12 +280,17 @@ def _register(
     The promotion is therefore a compare-and-swap against that version: if production is
     another one now, the gate's verdict says nothing about it, so the model stays a candidate
     (the job still succeeds) with a reason saying so, instead of silently replacing it.
+
+    All of it happens only while this attempt still owns the job: a worker presumed dead whose
+    job was handed to another must not put its model into production, since its result will
+    be discarded (the job row is locked until the registration commits).
     """
     settings = ctx.settings
     promote_now = auto_promote and decision.promote
     metadata = load_bundle(bundle_dir).metadata
     try:
         with session_scope(settings.resolved_database_url) as session:
+            ctx.hold_ownership(session)  # a job another worker took over registers nothing
             row = register_bundle(
                 session,
                 ctx.store,

@@ -31,6 +31,7 @@ from typing import Any
 
 from celery import Celery, Task
 from celery.exceptions import SoftTimeLimitExceeded
+from sqlalchemy.orm import Session
 
 from brainmri.config import Settings, get_settings
 from brainmri.db.jobs import (
@@ -128,6 +129,18 @@ class JobContext:
             raise JobOwnershipLost(f"job {self.job_id} was taken over by another worker")
         if self._cancel.is_set():
             raise JobCancelled(f"job {self.job_id} was cancelled")
+
+    def hold_ownership(self, session: Session) -> None:
+        """Lock this job's row in ``session`` until it commits; raise if another attempt owns it.
+
+        For side effects outside the job row that must not outlive a lost job - a train job
+        promoting its model, above all. Written inside the same transaction, they commit only
+        while this attempt still owns the job, and the row lock keeps the reaper from handing
+        it over before they do (the write also refreshes the heartbeat).
+        """
+        if not heartbeat(session, job_id=self.job_id, attempt=self.attempt).owned:
+            self._lost.set()
+            raise JobOwnershipLost(f"job {self.job_id} was taken over by another worker")
 
     @property
     def cancel_requested(self) -> bool:
