@@ -228,6 +228,12 @@ class Settings(BaseSettings):
     reaper_interval_seconds: float = Field(
         15.0, gt=0, description="How often workers look for stale jobs."
     )
+    artifact_sweep_interval_seconds: float = Field(
+        3600.0,
+        ge=0,
+        description="How often a worker removes job artifacts that nothing references (left "
+        "by object-store outages and killed workers); 0 turns the sweep off.",
+    )
     job_max_attempts: int = Field(
         3, ge=1, description="Crashed attempts before a job is marked failed (poison jobs)."
     )

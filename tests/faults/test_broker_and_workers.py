@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -69,6 +71,19 @@ def _predictions(url: str, job_id: str) -> int:
         return int(session.scalar(select(func.count()).where(Prediction.job_id == job_id)) or 0)
 
 
+def _evaluation_under_way(client: TestClient, folder: Path) -> str:
+    """Submit a TTA evaluation of ``folder``; its id once it has scored a few images."""
+    job_id = client.post(
+        "/v1/jobs/evaluate", headers=HEADERS, json={"source": str(folder), "tta": True}
+    ).json()["job_id"]
+    running = wait_for_job(client, job_id, HEADERS, until=("running",))
+    deadline = time.monotonic() + 60
+    while running["progress"] < 0.05 and time.monotonic() < deadline:
+        running = client.get(f"/v1/jobs/{job_id}", headers=HEADERS).json()
+        time.sleep(0.1)
+    return job_id
+
+
 def test_job_survives_its_worker_being_killed(
     env_factory, workers: list[WorkerProcess], tmp_path: Path
 ) -> None:
@@ -79,14 +94,7 @@ def test_job_survives_its_worker_being_killed(
     first = WorkerProcess(env, tmp_path / "w1.log").start()
     workers.append(first)
     with TestClient(create_app(settings)) as client:
-        job_id = client.post(
-            "/v1/jobs/evaluate", headers=HEADERS, json={"source": str(folder), "tta": True}
-        ).json()["job_id"]
-        running = wait_for_job(client, job_id, HEADERS, until=("running",))
-        deadline = time.monotonic() + 60
-        while running["progress"] < 0.05 and time.monotonic() < deadline:
-            running = client.get(f"/v1/jobs/{job_id}", headers=HEADERS).json()
-            time.sleep(0.1)
+        job_id = _evaluation_under_way(client, folder)
         first.kill()  # SIGKILL mid-job: no chance to clean up or acknowledge
         assert client.get(f"/v1/jobs/{job_id}", headers=HEADERS).json()["status"] == "running"
         second = WorkerProcess(env, tmp_path / "w2.log").start()
@@ -96,6 +104,40 @@ def test_job_survives_its_worker_being_killed(
     assert job["attempts"] == 2
     assert job["result"]["n_scored"] == 400
     assert _predictions(settings.resolved_database_url, job_id) == 400  # exactly once
+
+
+def test_a_job_stopped_by_a_worker_shutdown_keeps_its_crash_budget(
+    env_factory, workers: list[WorkerProcess], tmp_path: Path
+) -> None:
+    """A rollout: SIGTERM to the worker (warm shutdown), then SIGKILL when the grace period
+    ends with the job still running. With a budget of one crash, counting that as a crash
+    failed the job as ``too_many_attempts``; a shutdown is not the job's fault, so the next
+    worker runs it to the end."""
+    env = env_factory(BRAINMRI_JOB_MAX_ATTEMPTS="1")
+    folder = env_factory.data / "rollout"
+    write_phantom_dataset(folder, per_class=300, size=64, seed=6)  # outlasts the waits here
+    settings = settings_from_env(env)
+    first = WorkerProcess(env, tmp_path / "w1.log").start()
+    workers.append(first)
+    with TestClient(create_app(settings)) as client:
+        job_id = _evaluation_under_way(client, folder)
+        assert first.process is not None
+        os.kill(first.process.pid, signal.SIGTERM)  # what Kubernetes sends the main process
+        with session_scope(settings.resolved_database_url) as session:
+            spared = time.monotonic() + 10
+            while (crashes := session.get(Job, job_id, populate_existing=True).crashes) and (
+                time.monotonic() < spared
+            ):
+                session.rollback()
+                time.sleep(0.1)
+        assert crashes == 0  # given back as the shutdown began, while the job still runs
+        first.kill()  # the grace period is over
+        assert client.get(f"/v1/jobs/{job_id}", headers=HEADERS).json()["status"] == "running"
+        workers.append(WorkerProcess(env, tmp_path / "w2.log").start())
+        job = wait_for_job(client, job_id, HEADERS, timeout=240)
+    assert job["status"] == "succeeded", job
+    assert job["attempts"] == 2
+    assert "shutdown: 1 running job(s) may finish" in (tmp_path / "w1.log").read_text()
 
 
 def test_restarting_redis_with_jobs_queued_loses_none(

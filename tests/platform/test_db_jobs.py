@@ -230,6 +230,32 @@ def test_release_for_retry_does_not_count_as_a_crash(db_url: str) -> None:
         assert session.get(Job, job_id).error == {"code": "x", "message": "y", "retryable": False}
 
 
+def test_a_job_sent_back_to_the_queue_starts_its_progress_again(db_url: str) -> None:
+    """Requeued by the reaper or released for a retry, the next attempt starts from zero; the
+    old progress (and its stage, e.g. "training epoch 7 of 9") used to stay, so the job's
+    progress went backwards once it ran again."""
+    reaped, released = _new_job(db_url), _new_job(db_url)
+    attempts = {job_id: _claim(db_url, job_id) for job_id in (reaped, released)}
+    with session_scope(db_url) as session:
+        for job_id, attempt in attempts.items():
+            detail = {"stage": "training", "epoch": 7}
+            heartbeat(session, job_id=job_id, attempt=attempt, progress=0.6, detail=detail)
+            assert session.get(Job, job_id).progress == pytest.approx(0.6)
+        assert release_for_retry(session, job_id=released, attempt=attempts[released])
+    with session_scope(db_url) as session:
+        result = reap(
+            session,
+            stale_before=utcnow() + timedelta(seconds=60),
+            queued_before=utcnow() - timedelta(hours=1),
+            max_attempts=3,
+        )
+    assert (reaped, "predict") in result.requeue
+    with session_scope(db_url) as session:
+        for job_id in (reaped, released):
+            job = session.get(Job, job_id)
+            assert (job.status, job.progress, job.progress_detail) == ("queued", 0.0, None)
+
+
 CANCELLED = {"code": "cancelled", "message": "cancelled by request", "retryable": False}
 
 

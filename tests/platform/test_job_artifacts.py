@@ -21,14 +21,14 @@ from celery import Celery
 from sqlalchemy import update
 
 from brainmri.config import Settings, get_settings
-from brainmri.db.jobs import claim_job, create_job, request_cancel
+from brainmri.db.jobs import claim_job, complete_job, create_job, fail_job, request_cancel
 from brainmri.db.models import Job
 from brainmri.db.session import session_scope
 from brainmri.db.types import utcnow
 from brainmri.errors import DatasetError
 from brainmri.jobs.artifacts import artifact_prefix
 from brainmri.jobs.celery_app import create_celery
-from brainmri.jobs.reaper import reap_once
+from brainmri.jobs.reaper import reap_once, sweep_artifacts
 from brainmri.jobs.runtime import JobContext, JobOutcome, job_task
 from brainmri.storage import ObjectStore, StorageUnavailableError, open_store
 from tests.infra import S3Server, fresh_database
@@ -129,21 +129,25 @@ def _outcome(ctx: JobContext, data: bytes) -> JobOutcome:
     )
 
 
+def _claimed(deployment: Deployment, job_id: str) -> int:
+    with session_scope(deployment.url) as session:
+        claim = claim_job(
+            session,
+            job_id=job_id,
+            worker="doomed",
+            stale_before=utcnow() - timedelta(minutes=5),
+            max_attempts=3,
+        )
+        assert claim is not None
+        return claim.attempt
+
+
 def _crash_attempts(deployment: Deployment, job_id: str, count: int) -> None:
     """``count`` workers claim the job, write an artifact and die before finishing."""
     for _ in range(count):
         deployment.go_stale(job_id)
-        with session_scope(deployment.url) as session:
-            claim = claim_job(
-                session,
-                job_id=job_id,
-                worker="doomed",
-                stale_before=utcnow() - timedelta(seconds=60),
-                max_attempts=3,
-            )
-            assert claim is not None
-            ctx = JobContext(deployment.settings, claim.job, claim.attempt)
-        ctx.store.put(ctx.artifact_key("input.png"), b"partial")
+        attempt = _claimed(deployment, job_id)
+        deployment.store.put(artifact_prefix(job_id, attempt) + "input.png", b"partial")
 
 
 def test_a_stale_attempt_failing_late_leaves_the_winners_artifacts(
@@ -287,3 +291,49 @@ def test_a_result_the_database_refuses_fails_the_job_instead_of_leaving_it_runni
     assert (job.status, job.attempts, job.error["code"]) == ("failed", 1, "internal_error")
     assert job.result is None
     assert deployment.keys(job_id) == []
+
+
+def _leave(deployment: Deployment, job_id: str, attempt: int) -> None:
+    """A file of ``attempt`` that the path finishing the job failed to remove (store down)."""
+    deployment.store.put(artifact_prefix(job_id, attempt) + "cam.png", b"left", "image/png")
+
+
+def test_the_sweep_removes_what_nothing_references_and_only_that(
+    deployment: Deployment,
+) -> None:
+    deleted = str(uuid.uuid4())  # a job row that no longer exists
+    _leave(deployment, deleted, 1)
+
+    failed = _new_job(deployment)
+    _leave(deployment, failed, _claimed(deployment, failed))
+    _leave(deployment, failed, 2)  # a retry's claim after the sweep read the row: attempt 2
+    with session_scope(deployment.url) as session:
+        assert fail_job(session, job_id=failed, attempt=1, code="x", message="y", retryable=True)
+
+    succeeded = _new_job(deployment)
+    _leave(deployment, succeeded, _claimed(deployment, succeeded))  # a crashed first attempt
+    deployment.go_stale(succeeded)
+    winner = _claimed(deployment, succeeded)
+    uri = deployment.store.put(artifact_prefix(succeeded, winner) + "cam.png", b"won")
+    with session_scope(deployment.url) as session:
+        assert complete_job(
+            session,
+            job_id=succeeded,
+            attempt=winner,
+            result={},
+            model_version="v",
+            artifacts={"cam.png": uri},
+        )
+
+    running = _new_job(deployment)
+    _leave(deployment, running, _claimed(deployment, running))
+
+    result = sweep_artifacts(deployment.settings)
+
+    assert result.removed == {deleted: [1], failed: [1], succeeded: [1]}
+    assert deployment.keys(deleted) == []
+    assert deployment.keys(failed) == [artifact_prefix(failed, 2) + "cam.png"]
+    assert deployment.download(succeeded, "cam.png") == b"won"
+    assert deployment.keys(succeeded) == [artifact_prefix(succeeded, winner) + "cam.png"]
+    assert deployment.keys(running) == [artifact_prefix(running, 1) + "cam.png"]
+    assert sweep_artifacts(deployment.settings).removed == {}  # nothing left to find

@@ -110,6 +110,36 @@ def job_counts(session: Session) -> list[tuple[str, str, int]]:
     return [(kind, status, int(count)) for kind, status, count in rows]
 
 
+def _transition(session: Session, where: tuple[Any, ...], **values: Any) -> bool:
+    """Apply ``values`` to the job matched by ``where``; False when it no longer matches.
+
+    Every state change is one guarded UPDATE: the ``where`` clause is the state the caller
+    saw (and, for a worker, its attempt's fence), so a change that lost a race changes nothing.
+    """
+    updated = session.execute(
+        update(Job).where(*where).values(**values).execution_options(synchronize_session=False)
+    )
+    return updated.rowcount == 1
+
+
+def _back_to_queue(now: datetime) -> dict[str, Any]:
+    """The values of a job that goes back to ``queued``: progress starts again from zero."""
+    return {
+        "status": JobStatus.QUEUED,
+        "heartbeat_at": None,
+        "enqueued_at": now,
+        "progress": 0.0,
+        "progress_detail": None,
+    }
+
+
+def _fail_as_poison(session: Session, where: tuple[Any, ...], crashes: int, now: datetime) -> bool:
+    """Finish a job that keeps killing its workers as failed, never to be sent again."""
+    return _transition(
+        session, where, status=JobStatus.FAILED, finished_at=now, error=_poison_error(crashes)
+    )
+
+
 def claim_job(
     session: Session,
     *,
@@ -131,38 +161,23 @@ def claim_job(
         Job.status == JobStatus.QUEUED,
         and_(Job.status == JobStatus.RUNNING, Job.heartbeat_at < stale_before),
     )
-    result = session.execute(
-        update(Job)
-        .where(
-            Job.id == job_id,
-            claimable,
-            Job.crashes < max_attempts,
-            Job.cancel_requested.is_(False),
-        )
-        .values(
-            status=JobStatus.RUNNING,
-            attempts=Job.attempts + 1,
-            crashes=Job.crashes + 1,
-            worker=worker,
-            heartbeat_at=now,
-            started_at=func.coalesce(Job.started_at, now),
-        )
-        .execution_options(synchronize_session=False)
+    claimed = _transition(
+        session,
+        (Job.id == job_id, claimable, Job.crashes < max_attempts, Job.cancel_requested.is_(False)),
+        status=JobStatus.RUNNING,
+        attempts=Job.attempts + 1,
+        crashes=Job.crashes + 1,
+        worker=worker,
+        heartbeat_at=now,
+        started_at=func.coalesce(Job.started_at, now),
     )
-    if result.rowcount == 1:
+    if claimed:
         job = session.get(Job, job_id, populate_existing=True)
         assert job is not None
         return Claim(job, job.attempts)
     _cancel(session, (Job.id == job_id, claimable, Job.cancel_requested.is_(True)), now)
-    session.execute(
-        update(Job)
-        .where(Job.id == job_id, claimable, Job.crashes >= max_attempts)
-        .values(
-            status=JobStatus.FAILED,
-            finished_at=now,
-            error=_poison_error(max_attempts),
-        )
-        .execution_options(synchronize_session=False)
+    _fail_as_poison(
+        session, (Job.id == job_id, claimable, Job.crashes >= max_attempts), max_attempts, now
     )
     return None
 
@@ -179,6 +194,32 @@ def _poison_error(attempts: int) -> dict[str, Any]:
 def _cancelled_error() -> dict[str, Any]:
     """The error of a cancelled job, the same whoever finishes it (API, worker or reaper)."""
     return {"code": "cancelled", "message": "cancelled by request", "retryable": False}
+
+
+@dataclass(frozen=True, slots=True)
+class ArtifactOwner:
+    """What the artifact sweep needs to know of a job: may its files still be needed?"""
+
+    status: JobStatus
+    attempts: int
+    retryable: bool
+
+
+def artifact_owners(session: Session, job_ids: Sequence[str]) -> dict[str, ArtifactOwner]:
+    """The state of each job in ``job_ids`` that still exists (chunked: lists can be long)."""
+    owners: dict[str, ArtifactOwner] = {}
+    ids = list(job_ids)
+    for start in range(0, len(ids), 500):
+        rows = session.execute(
+            select(Job.id, Job.status, Job.attempts, Job.error).where(
+                Job.id.in_(ids[start : start + 500])
+            )
+        ).all()
+        for job_id, status, attempts, error in rows:
+            owners[job_id] = ArtifactOwner(
+                JobStatus(status), int(attempts), bool((error or {}).get("retryable"))
+            )
+    return owners
 
 
 def ended_without_result(session: Session, *, job_id: str) -> bool:
@@ -215,14 +256,9 @@ def heartbeat(
         values["progress"] = max(0.0, min(1.0, progress))
     if detail is not None:
         values["progress_detail"] = detail
-    result = session.execute(
-        update(Job)
-        .where(*_owned(job_id, attempt))
-        .values(**values)
-        .execution_options(synchronize_session=False)
-    )
+    owned = _transition(session, _owned(job_id, attempt), **values)
     cancel = bool(session.scalar(select(Job.cancel_requested).where(Job.id == job_id)))
-    return HeartbeatState(owned=result.rowcount == 1, cancel_requested=cancel)
+    return HeartbeatState(owned=owned, cancel_requested=cancel)
 
 
 def complete_job(
@@ -237,22 +273,19 @@ def complete_job(
     inference_ms_per_image: float | None = None,
 ) -> bool:
     """Mark succeeded and (re)write the job's predictions, atomically; False if not owned."""
-    updated = session.execute(
-        update(Job)
-        .where(*_owned(job_id, attempt))
-        .values(
-            status=JobStatus.SUCCEEDED,
-            result=result,
-            error=None,
-            progress=1.0,
-            model_version=model_version,
-            artifacts=artifacts or {},
-            finished_at=utcnow(),
-            inference_ms_per_image=inference_ms_per_image,
-        )
-        .execution_options(synchronize_session=False)
+    succeeded = _transition(
+        session,
+        _owned(job_id, attempt),
+        status=JobStatus.SUCCEEDED,
+        result=result,
+        error=None,
+        progress=1.0,
+        model_version=model_version,
+        artifacts=artifacts or {},
+        finished_at=utcnow(),
+        inference_ms_per_image=inference_ms_per_image,
     )
-    if updated.rowcount != 1:
+    if not succeeded:
         return False
     session.execute(delete(Prediction).where(Prediction.job_id == job_id))
     session.add_all(Prediction(job_id=job_id, **row) for row in predictions)
@@ -263,29 +296,20 @@ def fail_job(
     session: Session,
     *,
     job_id: str,
-    attempt: int | None,
+    attempt: int,
     code: str,
     message: str,
     retryable: bool = False,
     status: JobStatus = JobStatus.FAILED,
 ) -> bool:
-    """Finish as failed (or cancelled); ``attempt=None`` fails any unfinished job."""
-    where = (
-        _owned(job_id, attempt)
-        if attempt is not None
-        else (Job.id == job_id, Job.status.in_(UNFINISHED))
+    """Finish this attempt's job as failed (or cancelled); False when it no longer owns it."""
+    return _transition(
+        session,
+        _owned(job_id, attempt),
+        status=status,
+        finished_at=utcnow(),
+        error={"code": code, "message": message, "retryable": retryable},
     )
-    updated = session.execute(
-        update(Job)
-        .where(*where)
-        .values(
-            status=status,
-            finished_at=utcnow(),
-            error={"code": code, "message": message, "retryable": retryable},
-        )
-        .execution_options(synchronize_session=False)
-    )
-    return updated.rowcount == 1
 
 
 def release_for_retry(session: Session, *, job_id: str, attempt: int) -> bool:
@@ -293,39 +317,41 @@ def release_for_retry(session: Session, *, job_id: str, attempt: int) -> bool:
 
     ``attempts`` stays: the next claim gets a new number, so this attempt's fence is dead.
     """
+    return _transition(
+        session, _owned(job_id, attempt), crashes=Job.crashes - 1, **_back_to_queue(utcnow())
+    )
+
+
+def forgive_interrupted(session: Session, *, worker: str) -> int:
+    """Give back the crash that each job running on ``worker`` counted when it was claimed.
+
+    Called when that worker is asked to shut down (a rollout, a scale-down, a restart). Its
+    jobs may finish within the grace period; if not, the worker is killed and the reaper
+    requeues them - for a reason that is not theirs, so it must not use up their crash budget
+    (three rollouts during one long evaluation used to fail it as ``too_many_attempts``).
+    Returns how many jobs were forgiven.
+    """
     updated = session.execute(
         update(Job)
-        .where(*_owned(job_id, attempt))
-        .values(
-            status=JobStatus.QUEUED,
-            crashes=Job.crashes - 1,
-            heartbeat_at=None,
-            enqueued_at=utcnow(),
-        )
+        .where(Job.worker == worker, Job.status == JobStatus.RUNNING, Job.crashes > 0)
+        .values(crashes=Job.crashes - 1)
         .execution_options(synchronize_session=False)
     )
-    return updated.rowcount == 1
+    return int(updated.rowcount or 0)
 
 
 def request_cancel(session: Session, *, job_id: str) -> Job | None:
     """Queued jobs are cancelled at once; running jobs are asked to stop at their next check."""
-    session.execute(
-        update(Job)
-        .where(Job.id == job_id, Job.status == JobStatus.QUEUED)
-        .values(
-            status=JobStatus.CANCELLED,
-            finished_at=utcnow(),
-            cancel_requested=True,
-            error=_cancelled_error(),
-        )
-        .execution_options(synchronize_session=False)
+    queued = (Job.id == job_id, Job.status == JobStatus.QUEUED)
+    _transition(
+        session,
+        queued,
+        status=JobStatus.CANCELLED,
+        finished_at=utcnow(),
+        cancel_requested=True,
+        error=_cancelled_error(),
     )
-    session.execute(
-        update(Job)
-        .where(Job.id == job_id, Job.status == JobStatus.RUNNING)
-        .values(cancel_requested=True)
-        .execution_options(synchronize_session=False)
-    )
+    _transition(session, (Job.id == job_id, Job.status == JobStatus.RUNNING), cancel_requested=True)
     return session.get(Job, job_id, populate_existing=True)
 
 
@@ -338,25 +364,17 @@ def requeue_failed(session: Session, *, job_id: str) -> bool:
     job = session.get(Job, job_id, populate_existing=True)
     if job is None or job.status != JobStatus.FAILED or not (job.error or {}).get("retryable"):
         return False
-    updated = session.execute(
-        update(Job)
-        .where(Job.id == job_id, Job.status == JobStatus.FAILED)
-        .values(
-            status=JobStatus.QUEUED,
-            error=None,
-            result=None,
-            progress=0.0,
-            progress_detail=None,
-            crashes=0,
-            started_at=None,
-            finished_at=None,
-            heartbeat_at=None,
-            cancel_requested=False,
-            enqueued_at=utcnow(),
-        )
-        .execution_options(synchronize_session=False)
+    return _transition(
+        session,
+        (Job.id == job_id, Job.status == JobStatus.FAILED),
+        **_back_to_queue(utcnow()),
+        error=None,
+        result=None,
+        crashes=0,
+        started_at=None,
+        finished_at=None,
+        cancel_requested=False,
     )
-    return updated.rowcount == 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -400,30 +418,10 @@ def reap(
                 cancelled.append(job_id)
             continue
         if crashes >= max_attempts:
-            updated = session.execute(
-                update(Job)
-                .where(*still_stale)
-                .values(
-                    status=JobStatus.FAILED,
-                    finished_at=now,
-                    error=_poison_error(crashes),
-                )
-                .execution_options(synchronize_session=False)
-            )
-            if updated.rowcount:
+            if _fail_as_poison(session, still_stale, crashes, now):
                 failed.append(job_id)
             continue
-        updated = session.execute(
-            update(Job)
-            .where(*still_stale)
-            .values(
-                status=JobStatus.QUEUED,
-                heartbeat_at=None,
-                enqueued_at=now,
-            )
-            .execution_options(synchronize_session=False)
-        )
-        if updated.rowcount:
+        if _transition(session, still_stale, **_back_to_queue(now)):
             requeue.append((job_id, kind))
     lost = session.execute(
         select(Job.id, Job.kind, Job.cancel_requested).where(
@@ -440,26 +438,16 @@ def reap(
             if _cancel(session, still_lost, now):
                 cancelled.append(job_id)
             continue
-        updated = session.execute(
-            update(Job)
-            .where(*still_lost)
-            .values(enqueued_at=now)
-            .execution_options(synchronize_session=False)
-        )
-        if updated.rowcount:
+        if _transition(session, still_lost, enqueued_at=now):
             requeue.append((job_id, kind))
     return ReapResult(requeue, failed, cancelled)
 
 
 def _cancel(session: Session, where: tuple[Any, ...], now: datetime) -> bool:
     """Finish the job matched by ``where`` as cancelled; False if it no longer matches."""
-    updated = session.execute(
-        update(Job)
-        .where(*where)
-        .values(status=JobStatus.CANCELLED, finished_at=now, error=_cancelled_error())
-        .execution_options(synchronize_session=False)
+    return _transition(
+        session, where, status=JobStatus.CANCELLED, finished_at=now, error=_cancelled_error()
     )
-    return updated.rowcount == 1
 
 
 def delete_job(session: Session, job_id: str) -> None:

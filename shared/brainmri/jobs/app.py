@@ -10,6 +10,7 @@ worker, which consumes every queue, loads both. Created on first import, never b
 from __future__ import annotations
 
 import logging
+import threading
 from importlib.metadata import entry_points
 
 from celery import signals
@@ -18,6 +19,7 @@ from brainmri.config import get_settings
 from brainmri.devices import apply_device_tips, resolve_device
 from brainmri.jobs.celery_app import create_celery
 from brainmri.jobs.reaper import ReaperThread
+from brainmri.jobs.runtime import forgive_interrupted_jobs
 from brainmri.jobs.schedule import beat_schedule
 from brainmri.logs import configure_logging
 
@@ -56,6 +58,13 @@ def _start_reaper(**_: object) -> None:
     _reaper = ReaperThread(settings, app)
     _reaper.start()
     log.info("worker ready on queues %s", ",".join(settings.worker_queue_list))
+
+
+@signals.worker_shutting_down.connect
+def _spare_running_jobs(sender: str | None = None, **_: object) -> None:
+    threading.Thread(
+        target=forgive_interrupted_jobs, args=(settings, sender), name="shutdown-forgive"
+    ).start()
 
 
 @signals.worker_shutdown.connect

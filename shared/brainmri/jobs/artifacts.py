@@ -13,6 +13,8 @@ must not turn a finished job into a failed one.
 from __future__ import annotations
 
 import logging
+from collections import defaultdict
+from collections.abc import Iterable
 from pathlib import PurePosixPath
 
 from brainmri.storage import ObjectStore, StorageUnavailableError
@@ -73,3 +75,20 @@ def remove_other_attempts(store: ObjectStore, job_id: str, attempt: int) -> None
             store.delete_prefix(folder)
     except (StorageUnavailableError, OSError):
         log.warning("could not remove other attempts' artifacts of %s", job_id, exc_info=True)
+
+
+def stored_attempts(store: ObjectStore) -> dict[str, set[int]]:
+    """Every job with artifacts in the store, and the attempt folders it has there."""
+    found: dict[str, set[int]] = defaultdict(set)
+    for info in store.list("artifacts/"):
+        job_id, _, rest = info.key[len("artifacts/") :].partition("/")
+        attempt, slash, _ = rest.partition("/")
+        if slash and attempt.isdigit():
+            found[job_id].add(int(attempt))
+    return dict(found)
+
+
+def remove_attempts(store: ObjectStore, job_id: str, attempts: Iterable[int]) -> None:
+    """Delete the given attempt folders of one job (best effort, like every removal here)."""
+    for attempt in sorted(attempts):
+        remove_artifacts(store, job_id, attempt)

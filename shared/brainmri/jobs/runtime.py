@@ -39,6 +39,7 @@ from brainmri.db.jobs import (
     complete_job,
     ended_without_result,
     fail_job,
+    forgive_interrupted,
     heartbeat,
     release_for_retry,
 )
@@ -213,13 +214,40 @@ def job_task(
     return decorator
 
 
+def worker_identity(nodename: str | None) -> str:
+    """What a job row's ``worker`` holds: host and Celery node name of the worker running it."""
+    return f"{socket.gethostname()}:{nodename or 'worker'}"
+
+
+def forgive_interrupted_jobs(settings: Settings, nodename: str | None) -> None:
+    """On a worker's shutdown: its running jobs will not count the crash of being killed.
+
+    Runs in its own thread, started from Celery's shutdown signal handler: a database call
+    inside a signal handler could interrupt the same thread's own use of the connection pool.
+    Best effort - with the database down the jobs keep their count, as before.
+    """
+    worker = worker_identity(nodename)
+    try:
+        with session_scope(settings.resolved_database_url) as session:
+            forgiven = forgive_interrupted(session, worker=worker)
+    except Exception as exc:
+        log.warning("shutdown: could not spare the running jobs a crash count (%s)", exc)
+        return
+    if forgiven:
+        log.info(
+            "shutdown: %d running job(s) may finish in the grace period; if stopped, they are "
+            "requeued without counting a crash",
+            forgiven,
+        )
+
+
 def _claim(task: Task, settings: Settings, job_id: str) -> JobContext | None:
     """Claim the job for this worker; None when it is not this worker's to run.
 
     A job that ended for good without a result (poison or cancelled - perhaps by this very
     claim) gets its artifacts removed: a redelivered message is the last chance to tidy it.
     """
-    worker = f"{socket.gethostname()}:{task.request.hostname or 'worker'}"
+    worker = worker_identity(task.request.hostname)
     stale_before = utcnow() - timedelta(seconds=settings.job_stale_after_seconds)
     try:
         with session_scope(settings.resolved_database_url) as session:
