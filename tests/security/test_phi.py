@@ -337,6 +337,11 @@ def test_identifiers_inside_kept_sequences_are_not_stored() -> None:
         ("InstanceNumber", b"Jane"),  # IS
         ("RescaleType", b"Doe^Jane"),  # LO, defined terms only (HU, US, ...)
         ("PatientOrientation", b"Doe^Jane"),  # CS: code strings are upper-case codes
+        # Upper-case names fit the code-string alphabet: only the defined values pass.
+        ("PatientOrientation", b"DOE\\JANE"),  # CS: letters A P R L H F only
+        ("RescaleType", b"JANE DOE"),  # LO: HU, US, OD, ...
+        ("VOILUTFunction", b"JANE DOE"),  # CS: LINEAR, LINEAR_EXACT, SIGMOID
+        ("Modality", b"JANE DOE"),  # CS: MR, CT, ... and returned in job results
     ],
 )
 def test_a_name_typed_into_a_kept_attribute_is_not_stored(keyword: str, raw: bytes) -> None:
@@ -345,6 +350,7 @@ def test_a_name_typed_into_a_kept_attribute_is_not_stored(keyword: str, raw: byt
     ds = phantom_series("glioma", n_slices=1, size=64)[0]
     ds.PixelSpacing, ds.SliceThickness, ds.InstanceNumber = [0.5, 0.5], 5.0, 1
     ds.RescaleType, ds.PatientOrientation = "US", ["L", "P"]
+    ds.VOILUTFunction, ds.Modality = "LINEAR", "MR"
     upload = with_raw_value(ds, keyword, raw)
     assert raw in upload
 
@@ -353,11 +359,37 @@ def test_a_name_typed_into_a_kept_attribute_is_not_stored(keyword: str, raw: byt
     assert raw not in clean.data
     stored = pydicom.dcmread(io.BytesIO(clean.data))
     assert keyword not in stored
-    others = {"PixelSpacing", "SliceThickness", "InstanceNumber", "RescaleType"} - {keyword}
+    others = {"PixelSpacing", "SliceThickness", "InstanceNumber", "RescaleType", "Modality"}
+    others -= {keyword}
     assert all(other in stored for other in others)  # well-formed neighbours are kept
     np.testing.assert_allclose(
         decode_input(clean.data).slices[0], decode_input(upload).slices[0], atol=1e-6
     )
+
+
+def test_image_type_keeps_only_its_enumerated_values() -> None:
+    """Values 3 on of ImageType are vendor-defined codes nothing reads: not kept."""
+    ds = phantom_series("glioma", n_slices=1, size=64)[0]
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "JANE DOE", "M", "ND"]
+    stored = pydicom.dcmread(
+        io.BytesIO(sanitize_upload(dataset_bytes(ds), InputLimits(), SliceSelection()).data)
+    )
+    assert list(stored.ImageType) == ["ORIGINAL", "PRIMARY"]
+    ds.ImageType = ["JANE DOE", "PRIMARY"]
+    stored = pydicom.dcmread(
+        io.BytesIO(sanitize_upload(dataset_bytes(ds), InputLimits(), SliceSelection()).data)
+    )
+    assert "ImageType" not in stored
+
+
+def test_reported_codes_are_only_defined_values() -> None:
+    """What a job result reports of the series (modality) comes from the upload as decoded;
+    a name there must not reach the result, even before de-identification."""
+    ds = phantom_series("glioma", n_slices=1, size=64)[0]
+    ds.Modality = "JANE DOE"
+    assert decode_input(dataset_bytes(ds)).details["modality"] is None
+    ds.Modality = "MR"
+    assert decode_input(dataset_bytes(ds)).details["modality"] == "MR"
 
 
 def test_identifiers_inside_per_frame_groups_are_not_stored() -> None:

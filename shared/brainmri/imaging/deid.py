@@ -28,6 +28,7 @@ import io
 import re
 import secrets
 from collections.abc import Iterable
+from itertools import product
 
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
@@ -113,6 +114,48 @@ _STRING_VR_PATTERNS: dict[str, re.Pattern[str]] = {
     VR.LO: _CODE,
     VR.UI: re.compile(r"[0-9.]{0,64}"),
 }
+#: Kept code strings whose values the standard enumerates (PS3.3): a value outside the list
+#: is dropped. ``[A-Z0-9 _]`` alone lets an upper-case name ("JOHN DOE") through, and some of
+#: these values are returned to clients (modality, photometric interpretation).
+_MODALITY_CODES = (  # PS3.3 C.7.3.1.1.1 defined terms
+    "AR ASMT AU BDUS BI BMD CR CT CTPROTOCOL DG DOC DX ECG EPS ES FID GM HC HD IO IOL IVOCT IVUS "
+    "KER KO LEN LS M3D MG MR NM OAM OCT OP OPM OPT OPTBSV OPTENF OPV OSS OT PLAN PR PT PX REG "
+    "RESP RF RG RTDOSE RTIMAGE RTINTENT RTPLAN RTRAD RTRECORD RTSEGANN RTSTRUCT RWV SEG SM SMR "
+    "SR SRF STAIN TEXTUREMAP TG US VA XA XC"
+)
+_RESCALE_TYPES = frozenset({"OD", "HU", "US", "MGML", "Z_EFF", "ED", "EDW", "HU_MOD", "PCT"})
+ENUMERATED_VALUES: dict[str, frozenset[str]] = {
+    "Modality": frozenset(_MODALITY_CODES.split()),
+    "PhotometricInterpretation": frozenset(
+        {
+            "MONOCHROME1",
+            "MONOCHROME2",
+            "PALETTE COLOR",
+            "RGB",
+            "HSV",
+            "ARGB",
+            "CMYK",
+            "YBR_FULL",
+            "YBR_FULL_422",
+            "YBR_PARTIAL_422",
+            "YBR_PARTIAL_420",
+            "YBR_ICT",
+            "YBR_RCT",
+            "XYZ",
+        }
+    ),
+    "RescaleType": _RESCALE_TYPES,
+    "ModalityLUTType": _RESCALE_TYPES,
+    "VOILUTFunction": frozenset({"LINEAR", "LINEAR_EXACT", "SIGMOID"}),
+    "LossyImageCompression": frozenset({"00", "01"}),
+    # One to three of the letters A P R L H F per value (PS3.3 C.7.6.1.1.1).
+    "PatientOrientation": frozenset(
+        "".join(letters) for size in (1, 2, 3) for letters in product("APRLHF", repeat=size)
+    ),
+}
+#: ImageType: values 1 and 2 are enumerated; values 3 on are vendor-defined free codes, which
+#: nothing here reads and nothing can vet, so they are not kept.
+IMAGE_TYPE_VALUES = (frozenset({"ORIGINAL", "DERIVED"}), frozenset({"PRIMARY", "SECONDARY"}))
 #: PS3.15 Table E.1-1 actions "U": replaced consistently within an upload.
 REPLACED_UIDS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "FrameOfReferenceUID")
 DEID_METHOD = "brainmri allow-list, PS3.15 E.1 Basic Profile"
@@ -267,6 +310,9 @@ def _copy(source: Dataset, target: Dataset, keywords: Iterable[str]) -> None:
             continue
         if not _holds_what_its_vr_promises(element):
             continue
+        element = _vetted_codes(element)
+        if element is None:
+            continue
         if keyword in KEEP_IN_ITEMS:
             if element.VR == VR.SQ:
                 allowed = KEEP_IN_ITEMS[keyword]
@@ -288,6 +334,34 @@ def _holds_what_its_vr_promises(element: DataElement) -> bool:
         return True  # binary or sequence VRs: numbers and pixels, or rebuilt item by item
     values = element.value if element.VM > 1 else [element.value]
     return all(pattern.fullmatch(str(value).strip()) for value in values)
+
+
+def _values(element: DataElement) -> list[str]:
+    if element.value is None:
+        return []
+    values = element.value if element.VM > 1 else [element.value]
+    return [str(value).strip() for value in values]
+
+
+def _vetted_codes(element: DataElement) -> DataElement | None:
+    """The element with only the code values the standard allows for it; None to drop it.
+
+    An enumerated attribute with any value outside its list is dropped whole (the decoder
+    treats an unusable optional value as absent, and a required one fails as invalid DICOM
+    either way). ImageType keeps its enumerated first two values and loses the rest.
+    """
+    keyword = element.keyword
+    if keyword == "ImageType":
+        kept: list[str] = []
+        for allowed, value in zip(IMAGE_TYPE_VALUES, _values(element), strict=False):
+            if value not in allowed:
+                break
+            kept.append(value)
+        return DataElement(element.tag, element.VR, kept) if kept else None
+    allowed = ENUMERATED_VALUES.get(keyword)
+    if allowed is None:
+        return element
+    return element if all(value in allowed for value in _values(element)) else None
 
 
 def _item(source: Dataset, keywords: Iterable[str]) -> Dataset:

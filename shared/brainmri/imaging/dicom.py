@@ -50,6 +50,7 @@ from brainmri.errors import (
     SeriesNotFoundError,
 )
 from brainmri.imaging.decode import _BT601, InputFormat, minmax_scale
+from brainmri.imaging.deid import ENUMERATED_VALUES
 from brainmri.imaging.limits import InputLimits
 from brainmri.imaging.safezip import extract_zip
 
@@ -337,7 +338,7 @@ def _build_series(
     return DicomSeries(
         slices=slices,
         info=SeriesInfo(
-            modality=_safe_str(first.get("Modality")),
+            modality=_enumerated(first, "Modality"),
             rows=rows,
             columns=columns,
             n_slices=len(ordered),
@@ -345,7 +346,7 @@ def _build_series(
             selected_indices=tuple(chosen),
             pixel_spacing_mm=_spacing(first),
             slice_thickness_mm=_as_float(first.get("SliceThickness")),
-            photometric=str(first.get("PhotometricInterpretation", "MONOCHROME2")),
+            photometric=_enumerated(first, "PhotometricInterpretation") or "MONOCHROME2",
             windowed=_has_voi(first),
         ),
     )
@@ -486,5 +487,8 @@ def _spacing(ds: Dataset) -> tuple[float, float] | None:
     return (first, second) if first is not None and second is not None else None
 
 
-def _safe_str(value: object) -> str | None:
-    return str(value) if value not in (None, "") else None
+def _enumerated(ds: Dataset, keyword: str) -> str | None:
+    """A coded value that is one the standard defines, else None: what reaches a job result is
+    never free text from the upload, even before de-identification has run."""
+    value = str(ds.get(keyword, "") or "").strip()
+    return value if value in ENUMERATED_VALUES[keyword] else None
