@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import uuid
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -181,13 +182,14 @@ def test_reaper_requeues_stale_jobs_and_fails_poison_jobs(db_url: str) -> None:
     assert _claim(db_url, poison, stale_seconds=-1) is None
 
 
-def _reap_everything_due(session: Session) -> ReapResult:
+def _reap_everything_due(session: Session, waiting: dict[str, int] | None = None) -> ReapResult:
     """A reaper pass for which every running job is stale and every queued one overdue."""
     return reap(
         session,
         stale_before=utcnow(),
         queued_before=utcnow() + timedelta(seconds=1),
         max_attempts=3,
+        waiting=waiting,
     )
 
 
@@ -203,6 +205,33 @@ def test_reaper_resends_jobs_whose_message_was_lost(db_url: str) -> None:
         )
     assert (job_id, "predict") in result.requeue
     assert (job_id, "predict") not in again.requeue  # re-sent at most once per interval
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def own_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A database holding only this test's jobs (counts of queued jobs matter here)."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'own.db'}"
+        upgrade(url)
+        yield url
+        return
+    with fresh_database() as url:
+        yield url
+
+
+def test_overdue_jobs_are_resent_only_for_messages_the_broker_is_missing(own_db_url: str) -> None:
+    """A backlog is not a loss: with 3 predict jobs queued and 3 messages waiting, nothing is
+    sent again; with 1 waiting, the 2 oldest are; with the depth unknown, all 3 are."""
+    url = own_db_url
+    jobs = [_new_job(url) for _ in range(3)]
+    other = _new_job(url, kind="evaluate")  # another kind's count is its own
+    with session_scope(url) as session:
+        backlog = _reap_everything_due(session, waiting={"predict": 3, "evaluate": 1})
+        assert backlog.requeue == []
+        lost = _reap_everything_due(session, waiting={"predict": 1, "evaluate": 1})
+        assert lost.requeue == [(jobs[0], "predict"), (jobs[1], "predict")]
+        unknown = _reap_everything_due(session, waiting=None)
+        assert set(unknown.requeue) == {*((job, "predict") for job in jobs), (other, "evaluate")}
 
 
 def test_cancel_queued_and_running(db_url: str) -> None:

@@ -13,7 +13,7 @@ cancelled (by the reaper, or by the next claim) rather than run again.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -392,10 +392,18 @@ def reap(
     stale_before: datetime,
     queued_before: datetime,
     max_attempts: int,
+    waiting: Mapping[str, int] | None = None,
 ) -> ReapResult:
     """Find jobs whose worker died (stale heartbeat) or whose broker message was lost.
 
     Such a job that was asked to stop is finished as cancelled, never sent again.
+
+    A job queued for longer than ``queued_before`` *may* have lost its message, or may just
+    be waiting behind a backlog. With ``waiting`` (messages in the broker per job kind), only
+    as many of the oldest such jobs are sent again as the broker is missing messages for
+    (queued jobs of that kind minus messages waiting): re-sending every overdue job of a long
+    backlog every interval filled the queue with duplicates, and an autoscaler that scales on
+    queue length with them. Without it (broker depth unknown) every overdue job is re-sent.
     """
     now = utcnow()
     requeue: list[tuple[str, str]] = []
@@ -424,10 +432,11 @@ def reap(
         if _transition(session, still_stale, **_back_to_queue(now)):
             requeue.append((job_id, kind))
     lost = session.execute(
-        select(Job.id, Job.kind, Job.cancel_requested).where(
-            Job.status == JobStatus.QUEUED, Job.enqueued_at < queued_before
-        )
+        select(Job.id, Job.kind, Job.cancel_requested)
+        .where(Job.status == JobStatus.QUEUED, Job.enqueued_at < queued_before)
+        .order_by(Job.enqueued_at)
     ).all()
+    missing = None if waiting is None else _missing_messages(session, waiting)
     for job_id, kind, cancel_requested in lost:
         still_lost = (
             Job.id == job_id,
@@ -438,9 +447,21 @@ def reap(
             if _cancel(session, still_lost, now):
                 cancelled.append(job_id)
             continue
+        if missing is not None:
+            if missing.get(kind, 0) <= 0:
+                continue  # its message is most likely still waiting in the broker
+            missing[kind] -= 1
         if _transition(session, still_lost, enqueued_at=now):
             requeue.append((job_id, kind))
     return ReapResult(requeue, failed, cancelled)
+
+
+def _missing_messages(session: Session, waiting: Mapping[str, int]) -> dict[str, int]:
+    """Per job kind: queued jobs minus the messages the broker holds for them (at least 0)."""
+    queued = session.execute(
+        select(Job.kind, func.count()).where(Job.status == JobStatus.QUEUED).group_by(Job.kind)
+    ).all()
+    return {kind: max(0, int(count) - int(waiting.get(kind, 0))) for kind, count in queued}
 
 
 def _cancel(session: Session, where: tuple[Any, ...], now: datetime) -> bool:

@@ -22,9 +22,24 @@ from brainmri.db.session import session_scope
 from brainmri.db.types import utcnow
 from brainmri.jobs.artifacts import remove_artifacts, remove_attempts, stored_attempts
 from brainmri.jobs.enqueue import send_job
+from brainmri.jobs.names import QUEUE_FOR_KIND
+from brainmri.jobs.queues import queue_depths
 from brainmri.storage import open_store
 
 log = logging.getLogger(__name__)
+
+
+def _messages_waiting(settings: Settings) -> dict[str, int] | None:
+    """Messages in the broker per job kind, read *before* the database (a message sent in
+    between is then counted as missing and re-sent once: harmless); None when unknown."""
+    try:
+        depths = queue_depths(settings)
+    except Exception as exc:
+        log.warning("reaper: broker depths unknown (%s); re-sending every overdue job", exc)
+        return None
+    if not depths:
+        return None
+    return {kind: depths.get(queue, 0) for kind, queue in QUEUE_FOR_KIND.items()}
 
 
 def reap_once(settings: Settings, app: Celery) -> ReapResult:
@@ -32,6 +47,7 @@ def reap_once(settings: Settings, app: Celery) -> ReapResult:
 
     Messages are sent and artifacts removed only after the transaction commits.
     """
+    waiting = _messages_waiting(settings)
     now = utcnow()
     with session_scope(settings.resolved_database_url) as session:
         result = reap(
@@ -39,6 +55,7 @@ def reap_once(settings: Settings, app: Celery) -> ReapResult:
             stale_before=now - timedelta(seconds=settings.job_stale_after_seconds),
             queued_before=now - timedelta(seconds=settings.requeue_queued_after_seconds),
             max_attempts=settings.job_max_attempts,
+            waiting=waiting,
         )
     for job_id, kind in result.requeue:
         try:
