@@ -49,10 +49,17 @@ class Deployment:
     app: Celery
     url: str
 
-    def run(self, job_id: str, body: JobBodyFn) -> None:
-        """Deliver the job's message to a worker running ``body`` (in this process)."""
+    def run(self, job_id: str, body: JobBodyFn, *, retries: int | None = None) -> None:
+        """Deliver the job's message to a worker running ``body`` (in this process).
+
+        With ``retries`` (how often the message was retried before), Celery's retries run at
+        once; errors then stay in the job row instead of being raised here.
+        """
         task = job_task(self.app, name=f"test.job.{uuid.uuid4().hex}", time_limit=lambda _: 600)
-        task(body).apply(args=[job_id], throw=True)
+        if retries is None:
+            task(body).apply(args=[job_id], throw=True)
+        else:
+            task(body).apply(args=[job_id], retries=retries, throw=False)
 
     def job(self, job_id: str) -> Job:
         with session_scope(self.url) as session:
@@ -337,3 +344,27 @@ def test_the_sweep_removes_what_nothing_references_and_only_that(
     assert deployment.keys(succeeded) == [artifact_prefix(succeeded, winner) + "cam.png"]
     assert deployment.keys(running) == [artifact_prefix(running, 1) + "cam.png"]
     assert sweep_artifacts(deployment.settings).removed == {}  # nothing left to find
+
+
+def test_database_waits_do_not_use_up_the_storage_retries(
+    deployment: Deployment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The message waited out a database outage twice (Celery counts those as retries too);
+    the object store then fails twice and comes back: both storage retries are still there."""
+    monkeypatch.setenv("BRAINMRI_STORAGE_MAX_RETRIES", "2")
+    get_settings.cache_clear()
+    job_id = _new_job(deployment)
+    calls: list[int] = []
+
+    def body(ctx: JobContext) -> JobOutcome:
+        calls.append(ctx.attempt)
+        if len(calls) <= 2:
+            raise StorageUnavailableError("the store is restarting")
+        return _outcome(ctx, b"stored at last")
+
+    deployment.run(job_id, body, retries=2)
+
+    job = deployment.job(job_id)
+    assert (job.status, job.error) == ("succeeded", None), job.error
+    assert calls == [1, 2, 3]
+    assert job.crashes == 1  # the released attempts did not count

@@ -203,11 +203,11 @@ def job_task(
             reject_on_worker_lost=True,
             time_limit=hard,
             soft_time_limit=max(1, hard - 15),
-            max_retries=settings.storage_max_retries,
+            max_retries=None,  # database waits are unbounded; storage retries count their own
         )
-        def task(self: Task, job_id: str) -> None:
+        def task(self: Task, job_id: str, storage_retries: int = 0) -> None:
             with job_log_context(job_id):
-                _run_job(self, body, job_id)
+                _run_job(self, body, job_id, storage_retries)
 
         return task
 
@@ -271,7 +271,10 @@ def _claim(task: Task, settings: Settings, job_id: str) -> JobContext | None:
     return None
 
 
-def _run_job(task: Task, body: JobBody, job_id: str) -> None:
+def _run_job(task: Task, body: JobBody, job_id: str, storage_retries: int = 0) -> None:
+    """Claim, run and record one job. ``storage_retries`` counts this job's retries for an
+    object-store outage: Celery's own retry count also grows while the database is down
+    before a claim, and used to spend the storage budget before the store was ever tried."""
     settings = get_settings()
     url = settings.resolved_database_url
     ctx = _claim(task, settings, job_id)
@@ -313,18 +316,23 @@ def _run_job(task: Task, body: JobBody, job_id: str) -> None:
     except InputError as exc:
         _finish(ctx, JobStatus.FAILED, exc.code, str(exc))
     except StorageUnavailableError as exc:
-        if task.request.retries < settings.storage_max_retries:
-            countdown = min(60.0, 2.0**task.request.retries)
+        if storage_retries < settings.storage_max_retries:
+            countdown = min(60.0, 2.0**storage_retries)
             log.warning(
                 "object store unavailable (%s); retry %d in %.0fs",
                 exc,
-                task.request.retries + 1,
+                storage_retries + 1,
                 countdown,
             )
             ctx.stop_heartbeat()
             with session_scope(url) as session:
                 release_for_retry(session, job_id=job_id, attempt=ctx.attempt)
-            raise task.retry(exc=exc, countdown=countdown) from exc
+            raise task.retry(
+                exc=exc,
+                countdown=countdown,
+                args=[job_id],
+                kwargs={"storage_retries": storage_retries + 1},
+            ) from exc
         _finish(
             ctx,
             JobStatus.FAILED,
