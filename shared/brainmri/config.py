@@ -186,6 +186,12 @@ class Settings(BaseSettings):
         200.0, gt=1, description="Largest allowed uncompressed/compressed ratio of a zip."
     )
     max_eval_images: int = Field(20000, ge=1, description="Most images one evaluation may score.")
+    max_source_files: int = Field(
+        200_000,
+        ge=1,
+        description="Most files an evaluation source may list (before a `limit` samples "
+        "them); a larger folder or prefix is refused instead of being listed into memory.",
+    )
     upload_decode_timeout_seconds: float = Field(
         30.0,
         gt=0,

@@ -99,18 +99,40 @@ def list_source_items(
 ) -> list[EvalItem]:
     """Every file under the source with its label from the nearest class-named folder."""
     limits = limits or InputLimits.from_settings(settings)
+    counter = _ListingCounter(source.uri, settings.max_source_files)
     if source.kind == "local":
-        return _local_items(Path(source.uri), Path(source.root), recursive, limits)
-    return _s3_items(source, settings, recursive, limits)
+        return _local_items(Path(source.uri), Path(source.root), recursive, limits, counter)
+    return _s3_items(source, settings, recursive, limits, counter)
 
 
-def _local_items(folder: Path, root: Path, recursive: bool, limits: InputLimits) -> list[EvalItem]:
+class _ListingCounter:
+    """Stops a listing once it passes ``most`` files: a source with millions of objects
+    would otherwise be listed whole into memory before any limit could apply."""
+
+    def __init__(self, uri: str, most: int) -> None:
+        self.uri, self.most, self.seen = uri, most, 0
+
+    def count(self) -> None:
+        self.seen += 1
+        if self.seen > self.most:
+            raise DatasetError(
+                f"{self.uri} holds more than {self.most} files (BRAINMRI_MAX_SOURCE_FILES); "
+                "point at a smaller folder or prefix"
+            )
+
+
+def _local_items(
+    folder: Path, root: Path, recursive: bool, limits: InputLimits, counter: _ListingCounter
+) -> list[EvalItem]:
     if folder.is_file():
         files = [folder]
     elif folder.is_dir():
-        files = sorted(
-            p for p in (folder.rglob("*") if recursive else folder.iterdir()) if p.is_file()
-        )
+        files = []
+        for path in folder.rglob("*") if recursive else folder.iterdir():
+            if path.is_file():
+                counter.count()
+                files.append(path)
+        files.sort()
     else:
         raise DatasetError(f"{folder} does not exist")
     items = []
@@ -131,12 +153,17 @@ def _file_loader(path: Path, limits: InputLimits):  # type: ignore[no-untyped-de
 
 
 def _s3_items(
-    source: DataSource, settings: Settings, recursive: bool, limits: InputLimits
+    source: DataSource,
+    settings: Settings,
+    recursive: bool,
+    limits: InputLimits,
+    counter: _ListingCounter,
 ) -> list[EvalItem]:
     bucket, _, prefix = source.uri[len("s3://") :].partition("/")
     store = store_for_uri(f"s3://{bucket}", settings)
     items = []
     for info in store.list(prefix):
+        counter.count()
         relative = info.key[len(prefix) :]
         if not recursive and "/" in relative:
             continue

@@ -14,6 +14,7 @@ import pytest
 
 from brainmri.config import Settings
 from brainmri.data.materialize import list_dataset, materialize
+from brainmri.errors import DatasetError
 from brainmri.evaluation.report import evaluate
 from brainmri.inference.engine import InferenceEngine
 from brainmri.models.bundle import load_bundle
@@ -130,3 +131,24 @@ def test_training_materialises_every_odd_named_s3_object(
         (phantom_png(label, seed=seed, size=64), label)
         for seed, label in enumerate(DATASET.values())
     )
+
+
+def test_a_source_listing_more_files_than_allowed_is_refused(
+    s3: S3Server, dataset_bucket: str, tmp_path: Path
+) -> None:
+    """BRAINMRI_MAX_SOURCE_FILES stops the listing itself, S3 prefix and local folder alike."""
+    four = len(DATASET)
+    s3_source = f"s3://{dataset_bucket}/test/"
+    folder = tmp_path / "local"
+    for key in DATASET:
+        (folder / key).parent.mkdir(parents=True, exist_ok=True)
+        (folder / key).write_bytes(b"not decoded while listing")
+    for source, roots in ((s3_source, f"s3://{dataset_bucket}/"), (str(folder), str(folder))):
+        exact = _settings(s3, dataset_bucket).model_copy(
+            update={"allowed_roots": roots, "max_source_files": four}
+        )
+        assert len(list_source_items(resolve_source(source, exact), exact)) == four
+        short = exact.model_copy(update={"max_source_files": four - 1})
+        with pytest.raises(DatasetError, match="BRAINMRI_MAX_SOURCE_FILES") as info:
+            list_source_items(resolve_source(source, short), short)
+        assert f"more than {four - 1} files" in str(info.value)
