@@ -30,6 +30,7 @@ from brainmri.jobs.schedule import beat_schedule, parse_cron
 from brainmri.phantom import FOLDER_NAMES, phantom_png
 from brainmri.registry.gate import promotion_gate
 from brainmri.registry.versions import promote
+from brainmri_api.auth import key_id
 from brainmri_api.main import create_app
 from brainmri_trainer.train_job import loop_budget_minutes
 from tests.conftest import make_bundle
@@ -208,6 +209,11 @@ def test_train_promote_follow_and_rollback(stack: TrainerStack) -> None:
         f"/v1/models/{stuck}/promote", headers=ADMIN, json={"reason": "manual test promotion"}
     )
     assert promoted.status_code == 200, promoted.text
+    assert promoted.json()["promoted_by"] == key_id(ADMIN_KEY)  # admins see which key
+    # Users learn that an admin promoted it, not a hash of the admin's key.
+    assert stack.client.get(f"/v1/models/{stuck}", headers=USER).json()["promoted_by"] == (
+        "an admin"
+    )
     assert stack.predict_version() == stuck
     rolled = stack.client.post("/v1/models/brainmri/rollback", headers=ADMIN)
     assert rolled.status_code == 200 and rolled.json()["version"] == candidate

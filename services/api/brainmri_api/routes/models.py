@@ -2,20 +2,36 @@
 
 from __future__ import annotations
 
+import re
+
 from fastapi import APIRouter
 
 from brainmri.db.models import ModelVersion
 from brainmri.registry.headline import HEADLINE_KEYS, headline_metrics
 from brainmri.registry.versions import get_version, list_versions, production, promote, rollback
+from brainmri_api.auth import Principal
 from brainmri_api.deps import AdminDep, PrincipalDep, SessionDep, StateDep
 from brainmri_api.ids import check_model_name, check_model_version, check_text
 from brainmri_api.routes.jobs import ERRORS
 from brainmri_api.schemas import ModelList, ModelPublic, PromoteRequest
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
+_KEY_ID = re.compile(r"[0-9a-f]{16}")  # what auth.key_id makes of a key
 
 
-def model_public(row: ModelVersion, current: ModelVersion | None) -> ModelPublic:
+def shown_promoter(promoted_by: str | None, viewer: Principal) -> str | None:
+    """Who promoted a version, as ``viewer`` may see it.
+
+    A manual promotion records the admin's key id, a truncated hash of the key: users may
+    learn that an admin did it, not which key, so that no hash of an admin key is handed to
+    every key holder to test guesses against. Gate promotions ("gate (job ...)") show as is.
+    """
+    if promoted_by is None or viewer.is_admin or not _KEY_ID.fullmatch(promoted_by):
+        return promoted_by
+    return "an admin"
+
+
+def model_public(row: ModelVersion, current: ModelVersion | None, viewer: Principal) -> ModelPublic:
     versus = None
     mine = headline_metrics(row.metrics or {})
     if current is not None and current.version != row.version:
@@ -50,25 +66,27 @@ def model_public(row: ModelVersion, current: ModelVersion | None) -> ModelPublic
         stage_reason=row.stage_reason,
         created_at=row.created_at,
         promoted_at=row.promoted_at,
-        promoted_by=row.promoted_by,
+        promoted_by=shown_promoter(row.promoted_by, viewer),
         versus_production=versus,
     )
 
 
 @router.get("", response_model=ModelList, responses=ERRORS, summary="Registered model versions")
-def list_models(state: StateDep, session: SessionDep, _: PrincipalDep) -> ModelList:
+def list_models(state: StateDep, session: SessionDep, viewer: PrincipalDep) -> ModelList:
     name = state.settings.model_name
     current = production(session, name)
     return ModelList(
-        items=[model_public(row, current) for row in list_versions(session, name)],
+        items=[model_public(row, current, viewer) for row in list_versions(session, name)],
         production=current.version if current else None,
     )
 
 
 @router.get("/{version}", response_model=ModelPublic, responses=ERRORS, summary="One version")
-def read_model(version: str, state: StateDep, session: SessionDep, _: PrincipalDep) -> ModelPublic:
+def read_model(
+    version: str, state: StateDep, session: SessionDep, viewer: PrincipalDep
+) -> ModelPublic:
     row = get_version(session, check_model_version(version))
-    return model_public(row, production(session, row.name))
+    return model_public(row, production(session, row.name), viewer)
 
 
 @router.post(
@@ -87,7 +105,7 @@ def promote_model(
         reason=check_text("reason", request.reason if request else None) or "manual promotion",
     )
     session.flush()
-    return model_public(row, row)
+    return model_public(row, row, principal)
 
 
 @router.post(
@@ -99,4 +117,4 @@ def promote_model(
 def rollback_model(name: str, session: SessionDep, principal: AdminDep) -> ModelPublic:
     row = rollback(session, name=check_model_name(name), by=principal.key_id)
     session.flush()
-    return model_public(row, row)
+    return model_public(row, row, principal)
