@@ -237,8 +237,9 @@ class Settings(BaseSettings):
     artifact_sweep_interval_seconds: float = Field(
         3600.0,
         ge=0,
-        description="How often a worker removes job artifacts that nothing references (left "
-        "by object-store outages and killed workers); 0 turns the sweep off.",
+        description="How often a worker removes stored files that nothing references (job "
+        "artifacts left by store outages and killed workers, half-uploaded model bundles); 0 "
+        "turns the sweep off.",
     )
     job_max_attempts: int = Field(
         3, ge=1, description="Crashed attempts before a job is marked failed (poison jobs)."

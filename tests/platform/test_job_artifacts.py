@@ -10,6 +10,7 @@ in-process ``apply`` and the real reaper pass.
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -28,9 +29,12 @@ from brainmri.db.types import utcnow
 from brainmri.errors import DatasetError
 from brainmri.jobs.artifacts import artifact_prefix
 from brainmri.jobs.celery_app import create_celery
-from brainmri.jobs.reaper import reap_once, sweep_artifacts
+from brainmri.jobs.reaper import reap_once
 from brainmri.jobs.runtime import JobContext, JobOutcome, job_task
+from brainmri.jobs.sweep import sweep_artifacts, sweep_bundles
+from brainmri.registry.versions import register_bundle
 from brainmri.storage import ObjectStore, StorageUnavailableError, open_store
+from tests.conftest import make_bundle
 from tests.infra import S3Server, fresh_database
 
 JobBodyFn = Callable[[JobContext], JobOutcome]
@@ -368,3 +372,34 @@ def test_database_waits_do_not_use_up_the_storage_retries(
     assert (job.status, job.error) == ("succeeded", None), job.error
     assert calls == [1, 2, 3]
     assert job.crashes == 1  # the released attempts did not count
+
+
+def test_the_sweep_removes_a_bundle_folder_left_without_a_row_on_its_second_look(
+    deployment: Deployment, tmp_path: Path
+) -> None:
+    """A trainer killed while uploading leaves a bundle folder that no registry row names.
+    Removed only once two sweeps in a row found it so: an upload in progress looks the same."""
+    bundle = tmp_path / "bundle"
+    make_bundle(bundle, img_size=32, seed=1)
+    metadata = json.loads((bundle / "metadata.json").read_text())
+    metadata["version"] = f"swept-{uuid.uuid4().hex[:8]}"  # the database outlives one store
+    (bundle / "metadata.json").write_text(json.dumps(metadata))
+    with session_scope(deployment.url) as session:
+        registered = register_bundle(session, deployment.store, bundle, name="brainmri")
+        kept = registered.artifact_prefix
+    killed = "models/brainmri/killed-mid-upload/"
+    deployment.store.put(killed + "model.safetensors", b"half a file")
+
+    removed, suspects = sweep_bundles(deployment.settings, set())
+    assert (removed, suspects) == ([], {killed})  # first look: only suspected
+    uploading = "models/brainmri/uploading-now/"
+    deployment.store.put(uploading + "model.safetensors", b"first file of an upload")
+    removed, suspects = sweep_bundles(deployment.settings, suspects)
+
+    assert removed == [killed]
+    assert suspects == {uploading}  # new since the last look: left alone for now
+    assert not list(deployment.store.list(killed))
+    assert {info.key for info in deployment.store.list(kept)} == {
+        kept + "metadata.json",
+        kept + "model.safetensors",
+    }

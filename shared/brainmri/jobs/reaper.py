@@ -1,29 +1,27 @@
 """Gives jobs of dead workers and lost broker messages back to the queue.
 
 Jobs it finishes instead (poison jobs, and jobs that were asked to stop) lose their artifacts
-once that is committed: nothing can reference them any more. Now and then it also sweeps the
-artifact folders that every other path missed (see :func:`sweep_artifacts`).
+once that is committed: nothing can reference them any more. Now and then it also runs the
+sweeps of :mod:`brainmri.jobs.sweep` for the files that every other path missed.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-import time
-from dataclasses import dataclass, field
 from datetime import timedelta
 
 from celery import Celery
 
 from brainmri.config import Settings
-from brainmri.db.jobs import ReapResult, artifact_owners, reap
-from brainmri.db.models import JobStatus
+from brainmri.db.jobs import ReapResult, reap
 from brainmri.db.session import session_scope
 from brainmri.db.types import utcnow
-from brainmri.jobs.artifacts import remove_artifacts, remove_attempts, stored_attempts
+from brainmri.jobs.artifacts import remove_artifacts
 from brainmri.jobs.enqueue import send_job
 from brainmri.jobs.names import QUEUE_FOR_KIND
 from brainmri.jobs.queues import queue_depths
+from brainmri.jobs.sweep import Sweeper
 from brainmri.storage import open_store
 
 log = logging.getLogger(__name__)
@@ -78,55 +76,6 @@ def reap_once(settings: Settings, app: Celery) -> ReapResult:
     return result
 
 
-@dataclass
-class SweepResult:
-    """Attempt folders removed by one sweep, by job id."""
-
-    removed: dict[str, list[int]] = field(default_factory=dict)
-
-
-def sweep_artifacts(settings: Settings) -> SweepResult:
-    """Remove artifact folders that no job can reference any more.
-
-    The paths that finish a job remove its unused files, but only best effort: an object
-    store that is down at that moment, or a worker killed between writing a file and recording
-    the job, leaves folders behind. Judged by the job row, read *after* the listing:
-
-    * no row (the job was deleted): every folder;
-    * failed or cancelled: every folder listed. A retry may start meanwhile, but under a new
-      attempt number, above the row's ``attempts`` that was read, so its folder is kept;
-    * succeeded: every folder but the winning attempt's (the row's last attempt);
-    * queued or running: none; an attempt may still be writing.
-    """
-    store = open_store(settings)
-    listed = stored_attempts(store)
-    if not listed:
-        return SweepResult()
-    with session_scope(settings.resolved_database_url) as session:
-        owners = artifact_owners(session, list(listed))
-    result = SweepResult()
-    for job_id, attempts in listed.items():
-        owner = owners.get(job_id)
-        if owner is None:
-            garbage = attempts
-        elif owner.status in (JobStatus.FAILED, JobStatus.CANCELLED):
-            garbage = {attempt for attempt in attempts if attempt <= owner.attempts}
-        elif owner.status == JobStatus.SUCCEEDED:
-            garbage = attempts - {owner.attempts}
-        else:
-            continue
-        if garbage:
-            remove_attempts(store, job_id, garbage)
-            result.removed[job_id] = sorted(garbage)
-    if result.removed:
-        log.warning(
-            "artifact sweep removed %d unreferenced attempt folder(s) of %d job(s)",
-            sum(len(folders) for folders in result.removed.values()),
-            len(result.removed),
-        )
-    return result
-
-
 class ReaperThread(threading.Thread):
     """Runs :func:`reap_once` every ``reaper_interval_seconds`` until stopped."""
 
@@ -137,19 +86,13 @@ class ReaperThread(threading.Thread):
         self._stop_event = threading.Event()
 
     def run(self) -> None:
-        interval = self.settings.artifact_sweep_interval_seconds
-        next_sweep = time.monotonic() + interval
+        sweeper = Sweeper(self.settings)
         while not self._stop_event.wait(self.settings.reaper_interval_seconds):
             try:
                 reap_once(self.settings, self.app)
             except Exception:
                 log.exception("reaper pass failed")
-            if interval and time.monotonic() >= next_sweep:
-                next_sweep = time.monotonic() + interval
-                try:
-                    sweep_artifacts(self.settings)
-                except Exception:
-                    log.exception("artifact sweep failed")
+            sweeper.run_if_due()
 
     def stop(self) -> None:
         self._stop_event.set()

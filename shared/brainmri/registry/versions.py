@@ -88,6 +88,11 @@ def register_bundle(
     return row
 
 
+def registered_prefixes(session: Session) -> set[str]:
+    """The store folders of every registered version, whatever its stage."""
+    return set(session.scalars(select(ModelVersion.artifact_prefix)))
+
+
 def production(session: Session, name: str) -> ModelVersion | None:
     return session.scalars(
         select(ModelVersion).where(
