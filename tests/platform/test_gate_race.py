@@ -26,7 +26,7 @@ from brainmri.jobs.runtime import JobContext, JobOwnershipLost
 from brainmri.registry.gate import GateDecision
 from brainmri.registry.versions import ProductionChangedError, promote, register_bundle
 from brainmri.storage import open_store
-from brainmri_trainer.train_job import Registration, _register
+from brainmri_trainer.train_job import Registration, _register, run_train
 from tests.conftest import make_bundle
 from tests.infra import fresh_database
 
@@ -68,6 +68,23 @@ def _context(settings: Settings, job_id: str = "train-job-1") -> JobContext:
         create_job(session, job_id=job_id, kind="train", owner="admin", params={})
         claim = claim_job(
             session, job_id=job_id, worker="trainer-a", stale_before=utcnow(), max_attempts=3
+        )
+        assert claim is not None
+        return JobContext(settings, claim.job, claim.attempt)
+
+
+def _taken_over(settings: Settings, job_id: str) -> JobContext:
+    """The job's worker went silent; the reaper's requeue let another trainer claim it."""
+    with session_scope(settings.resolved_database_url) as session:
+        session.execute(
+            update(Job).where(Job.id == job_id).values(heartbeat_at=utcnow() - timedelta(hours=1))
+        )
+        claim = claim_job(
+            session,
+            job_id=job_id,
+            worker="trainer-b",
+            stale_before=utcnow() - timedelta(minutes=5),
+            max_attempts=3,
         )
         assert claim is not None
         return JobContext(settings, claim.job, claim.attempt)
@@ -155,23 +172,33 @@ def test_a_train_job_taken_over_by_another_worker_registers_nothing(
     settings, base = registry
     url = settings.resolved_database_url
     ctx = _context(settings, "train-job-2")
-    with session_scope(url) as session:
-        session.execute(
-            update(Job)
-            .where(Job.id == "train-job-2")
-            .values(heartbeat_at=utcnow() - timedelta(hours=1))
-        )
-        taken = claim_job(
-            session,
-            job_id="train-job-2",
-            worker="trainer-b",
-            stale_before=utcnow() - timedelta(minutes=5),
-            max_attempts=3,
-        )
-        assert taken is not None and taken.attempt == 2
+    assert _taken_over(settings, "train-job-2").attempt == 2
     with pytest.raises(JobOwnershipLost):
         _register_candidate_compared_with_v1(settings, base, tmp_path, ctx)
     stages = _stages(url)
     assert "cand" not in stages
     assert stages["v1"][0] == ModelStage.PRODUCTION
     assert not list(open_store(settings).list("models/brainmri/cand/"))
+
+
+def test_a_rerun_of_a_train_job_that_registered_its_model_does_not_train_again(
+    registry: tuple[Settings, Path], tmp_path: Path
+) -> None:
+    """Registration commits before the job's success; a crash in between requeues the job.
+    The rerun ends with the version already made instead of training for hours and adding a
+    second version for the same request."""
+    settings, base = registry
+    url = settings.resolved_database_url
+    first = _context(settings, "train-job-3")
+    registration = _register_candidate_compared_with_v1(settings, base, tmp_path, first)
+    assert registration.promoted is True
+    rerun = _taken_over(settings, "train-job-3")  # its worker died before recording it
+    versions_before = set(_stages(url))
+
+    outcome = run_train(rerun)  # no dataset in its params: it must not get that far
+
+    assert outcome.model_version == "cand"
+    assert outcome.result["promoted"] is True
+    assert outcome.result["stage"] == ModelStage.PRODUCTION
+    assert "not trained again" in outcome.result["recovered"]
+    assert set(_stages(url)) == versions_before

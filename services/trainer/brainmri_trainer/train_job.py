@@ -34,6 +34,7 @@ from brainmri.registry.versions import (
     bundle_prefix,
     promote,
     register_bundle,
+    version_trained_by,
 )
 from brainmri.sources import resolve_source
 from brainmri.training.recipes import TrainConfig, make_config
@@ -100,6 +101,9 @@ def train_options(params: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def run_train(ctx: JobContext) -> JobOutcome:
+    recovered = _outcome_of_earlier_attempt(ctx)
+    if recovered is not None:
+        return recovered
     settings = ctx.settings
     params = ctx.params
     started = time.monotonic()
@@ -240,6 +244,39 @@ def run_train(ctx: JobContext) -> JobOutcome:
         model_version=version,
         artifacts=artifacts,
     )
+
+
+def _outcome_of_earlier_attempt(ctx: JobContext) -> JobOutcome | None:
+    """The result of an earlier attempt that registered its model but could not record it.
+
+    Registration commits before the job's success does; a database outage or a kill in
+    between sends the job back to the queue. Training again would take hours and register a
+    second version of the same request, so the job ends with the version it already made.
+    Its evaluation files went with the earlier attempt's folder and are not listed.
+    """
+    with session_scope(ctx.settings.resolved_database_url) as session:
+        row = version_trained_by(session, ctx.job_id)
+        if row is None:
+            return None
+        metrics = row.metrics or {}
+        promoted = row.stage == ModelStage.PRODUCTION.value or row.promoted_at is not None
+        result = {
+            "model_version": row.version,
+            "stage": row.stage,
+            "promoted": promoted,
+            "gate": row.stage_reason,
+            "stage_reason": row.stage_reason,
+            "test_metrics": metrics.get("test"),
+            "production_metrics": metrics.get("production_on_same_test"),
+            "production_version": metrics.get("production_version"),
+            "best_epoch": metrics.get("best_epoch"),
+            "source_fingerprint": row.data_fingerprint,
+            "recovered": "registered by an earlier attempt whose result was not recorded; "
+            "not trained again",
+            "artifacts": {},
+        }
+    log.warning("train job already registered %s; recording that instead of training", row.version)
+    return JobOutcome(result=result, model_version=result["model_version"])
 
 
 def _epoch_progress(ctx: JobContext, report: EpochReport) -> None:

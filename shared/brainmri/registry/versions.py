@@ -88,6 +88,13 @@ def register_bundle(
     return row
 
 
+def version_trained_by(session: Session, job_id: str) -> ModelVersion | None:
+    """The version a train job registered, if it got that far."""
+    return session.scalars(
+        select(ModelVersion).where(ModelVersion.training_job_id == job_id)
+    ).first()
+
+
 def registered_prefixes(session: Session) -> set[str]:
     """The store folders of every registered version, whatever its stage."""
     return set(session.scalars(select(ModelVersion.artifact_prefix)))
