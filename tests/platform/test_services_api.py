@@ -6,8 +6,10 @@ from __future__ import annotations
 import io
 import json
 import time
+import uuid
 from collections import Counter
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -15,10 +17,12 @@ import redis as redis_lib
 from fastapi.testclient import TestClient
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
+from brainmri.db.jobs import create_job, delete_job
 from brainmri.db.models import Job, Prediction
 from brainmri.db.session import session_scope
+from brainmri.db.types import utcnow
 from brainmri.phantom import FOLDER_NAMES, phantom_png, write_phantom_dataset
 from brainmri.phantom_dicom import FakePatient, dataset_bytes, phantom_series, zip_series
 from brainmri_api.main import create_app
@@ -464,14 +468,28 @@ def test_health_readiness_and_prometheus(stack: Stack) -> None:
     assert set(ready.json()["checks"]) == {"database", "broker", "object_store", "model"}
     job = wait_for_job(stack.client, submit_png(stack, USER)["job_id"], USER)
     assert job["status"] == "succeeded", job
+    stuck = str(uuid.uuid4())
+    with session_scope(stack.settings.resolved_database_url) as session:
+        create_job(session, job_id=stuck, kind="train", owner="nobody", params={})
+        session.execute(
+            update(Job).where(Job.id == stuck).values(enqueued_at=utcnow() - timedelta(minutes=2))
+        )
+    try:
+        metrics_text = stack.client.get("/metrics").text
+    finally:
+        with session_scope(stack.settings.resolved_database_url) as session:
+            delete_job(session, stuck)
     samples = {
         (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(stack.client.get("/metrics").text)
+        for family in text_string_to_metric_families(metrics_text)
         for sample in family.samples
     }
     # Samples, not names: a metric's HELP line names it even when it has no value.
     assert samples[("brainmri_jobs", (("kind", "predict"), ("status", "succeeded")))] >= 1
     assert (("brainmri_queue_depth", (("queue", "predict"),))) in samples
+    # A queue that nothing consumes shows as a growing age (no train worker runs here).
+    assert samples[("brainmri_oldest_queued_job_age_seconds", (("kind", "train"),))] >= 120
+    assert ("brainmri_oldest_queued_job_age_seconds", (("kind", "predict"),)) not in samples
     median = samples[("brainmri_inference_seconds_per_image", (("quantile", "0.5"),))]
     assert 0 < median < 60
     assert any(

@@ -1,8 +1,9 @@
 """Prometheus metrics and request logging.
 
-``GET /metrics`` exposes request latency, jobs by kind and status, queue depth and inference
-time per image. The last three are read on scrape (from the database and the broker), so every
-API replica reports the same numbers and workers need no metrics endpoint of their own.
+``GET /metrics`` exposes request latency, jobs by kind and status, the age of the oldest
+queued job per kind, queue depth and inference time per image. All but the latency are read
+on scrape (from the database and the broker), so every API replica reports the same numbers
+and workers need no metrics endpoint of their own.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from sqlalchemy import select
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from brainmri.config import Settings
-from brainmri.db.jobs import job_counts
+from brainmri.db.jobs import job_counts, oldest_queued
 from brainmri.db.models import Job, JobStatus
 from brainmri.db.session import session_scope
 from brainmri.db.types import utcnow
@@ -39,6 +40,12 @@ class PlatformCollector(Collector):
         jobs = GaugeMetricFamily(
             "brainmri_jobs", "Jobs by kind and status", labels=["kind", "status"]
         )
+        waiting = GaugeMetricFamily(
+            "brainmri_oldest_queued_job_age_seconds",
+            "Seconds the longest-waiting queued job of each kind has been in its queue; alert "
+            "on it to catch a queue that no live worker consumes",
+            labels=["kind"],
+        )
         inference = GaugeMetricFamily(
             "brainmri_inference_seconds_per_image",
             f"Inference time per image of jobs finished in the last {INFERENCE_WINDOW_SECONDS}s",
@@ -48,6 +55,9 @@ class PlatformCollector(Collector):
             with session_scope(self.settings.resolved_database_url) as session:
                 for kind, status, count in job_counts(session):
                     jobs.add_metric([kind, status], count)
+                now = utcnow()
+                for kind, since in oldest_queued(session):
+                    waiting.add_metric([kind], max(0.0, (now - since).total_seconds()))
                 recent = sorted(
                     session.scalars(
                         select(Job.inference_ms_per_image).where(
@@ -65,6 +75,7 @@ class PlatformCollector(Collector):
         except Exception:
             log.warning("metrics: database unavailable", exc_info=True)
         yield jobs
+        yield waiting
         yield inference
         depth = GaugeMetricFamily(
             "brainmri_queue_depth", "Messages waiting per queue", labels=["queue"]

@@ -110,6 +110,16 @@ def job_counts(session: Session) -> list[tuple[str, str, int]]:
     return [(kind, status, int(count)) for kind, status, count in rows]
 
 
+def oldest_queued(session: Session) -> list[tuple[str, datetime]]:
+    """Per job kind, when its longest-waiting queued job was (last) sent to the broker."""
+    rows = session.execute(
+        select(Job.kind, func.min(Job.enqueued_at))
+        .where(Job.status == JobStatus.QUEUED, Job.enqueued_at.is_not(None))
+        .group_by(Job.kind)
+    )
+    return [(kind, when) for kind, when in rows]
+
+
 def _transition(session: Session, where: tuple[Any, ...], **values: Any) -> bool:
     """Apply ``values`` to the job matched by ``where``; False when it no longer matches.
 
