@@ -173,10 +173,11 @@ class Settings(BaseSettings):
         description="Most slices a DICOM upload may hold, as frames of one object or in a zip.",
     )
     max_dicom_object_pixels: int = Field(
-        268_435_456,
+        2000 * 512 * 512,
         ge=1,
         description="Most pixels one DICOM object may decode to (rows x columns x frames x "
-        "samples) - bomb guard for multi-frame objects; each frame is also held to "
+        "samples) - bomb guard for multi-frame objects; the default fits "
+        "`BRAINMRI_MAX_DICOM_FRAMES` frames of 512 x 512, and each frame is also held to "
         "`BRAINMRI_MAX_IMAGE_PIXELS`.",
     )
     zip_max_total_bytes: int = Field(

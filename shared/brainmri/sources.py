@@ -163,13 +163,13 @@ def _s3_items(
     store = store_for_uri(f"s3://{bucket}", settings)
     items = []
     for info in store.list(prefix):
-        counter.count()
         relative = info.key[len(prefix) :]
         if not recursive and "/" in relative:
             continue
         parts = PurePosixPath(info.key).parts
         if any(part.startswith(".") for part in parts):
             continue
+        counter.count()  # what the evaluation would use, as the listing streams in
         items.append(
             EvalItem(
                 f"s3://{bucket}/{info.key}",

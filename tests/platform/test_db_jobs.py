@@ -23,6 +23,7 @@ from brainmri.db.jobs import (
     create_job,
     ended_without_result,
     fail_job,
+    forgive_interrupted,
     heartbeat,
     reap,
     release_for_retry,
@@ -232,6 +233,30 @@ def test_overdue_jobs_are_resent_only_for_messages_the_broker_is_missing(own_db_
         assert lost.requeue == [(jobs[0], "predict"), (jobs[1], "predict")]
         unknown = _reap_everything_due(session, waiting=None)
         assert set(unknown.requeue) == {*((job, "predict") for job in jobs), (other, "evaluate")}
+
+
+def test_a_stale_job_sent_back_in_the_same_pass_is_not_a_missing_message(
+    own_db_url: str,
+) -> None:
+    """The reaper sends the stale job's message after the pass; counted as queued before
+    that, it made the overdue job (whose message still waits in the broker) look lost."""
+    waiting_job = _new_job(own_db_url)
+    stale_job = _new_job(own_db_url)
+    _claim(own_db_url, stale_job)
+    with session_scope(own_db_url) as session:
+        result = _reap_everything_due(session, waiting={"predict": 1})
+    assert result.requeue == [(stale_job, "predict")]
+    assert waiting_job not in {job for job, _ in result.requeue}
+
+
+def test_forgiveness_and_a_release_never_leave_a_negative_crash_count(own_db_url: str) -> None:
+    job_id = _new_job(own_db_url)
+    attempt = _claim(own_db_url, job_id, worker="w-shutting-down")
+    with session_scope(own_db_url) as session:
+        assert forgive_interrupted(session, worker="w-shutting-down") == 1
+        assert forgive_interrupted(session, worker="w-shutting-down") == 0  # nothing left
+        assert release_for_retry(session, job_id=job_id, attempt=attempt)
+        assert session.get(Job, job_id).crashes == 0
 
 
 def test_cancel_queued_and_running(db_url: str) -> None:

@@ -201,4 +201,5 @@ def test_a_rerun_of_a_train_job_that_registered_its_model_does_not_train_again(
     assert outcome.result["promoted"] is True
     assert outcome.result["stage"] == ModelStage.PRODUCTION
     assert "not trained again" in outcome.result["recovered"]
+    assert PASSING.reason in outcome.result["gate"]
     assert set(_stages(url)) == versions_before

@@ -152,3 +152,6 @@ def test_a_source_listing_more_files_than_allowed_is_refused(
         with pytest.raises(DatasetError, match="BRAINMRI_MAX_SOURCE_FILES") as info:
             list_source_items(resolve_source(source, short), short)
         assert f"more than {four - 1} files" in str(info.value)
+        # Only files the evaluation would use count: a flat listing skips the class folders.
+        one = exact.model_copy(update={"max_source_files": 1})
+        assert list_source_items(resolve_source(source, one), one, recursive=False) == []

@@ -217,6 +217,10 @@ def test_train_promote_follow_and_rollback(stack: TrainerStack) -> None:
     assert stack.predict_version() == stuck
     rolled = stack.client.post("/v1/models/brainmri/rollback", headers=ADMIN)
     assert rolled.status_code == 200 and rolled.json()["version"] == candidate
+    rolled_back = stack.client.get(f"/v1/models/{stuck}", headers=USER).json()
+    assert rolled_back["stage_reason"] == "rolled back by an admin"
+    admin_view = stack.client.get(f"/v1/models/{stuck}", headers=ADMIN).json()
+    assert admin_view["stage_reason"] == f"rolled back by {key_id(ADMIN_KEY)}"
     assert stack.predict_version() == candidate
     listed = stack.client.get("/v1/models", headers=USER).json()
     stages = {item["version"]: item["stage"] for item in listed["items"]}

@@ -144,12 +144,14 @@ def embedded_worker_queues(requested: str) -> list[str]:
     return groups + ([OWN_WORKER_QUEUE] if OWN_WORKER_QUEUE in queues else [])
 
 
-def _start_workers(settings: Settings) -> dict[str, subprocess.Popen[bytes]]:
+def _start_workers(settings: Settings, workers: dict[str, subprocess.Popen[bytes]]) -> None:
     """One worker process per queue group, each watched; beat runs in the train worker,
-    the one that loads the trainer's tasks and with them the retrain schedule."""
+    the one that loads the trainer's tasks and with them the retrain schedule.
+
+    Each goes into ``workers`` as soon as it exists, so a SIGTERM between two starts still
+    finds the first one to stop."""
     groups = embedded_worker_queues(os.environ["BRAINMRI_WORKER_QUEUES"])
     beat_group = OWN_WORKER_QUEUE if OWN_WORKER_QUEUE in groups else next(iter(groups), None)
-    workers: dict[str, subprocess.Popen[bytes]] = {}
     for queues in groups:
         command = [sys.executable, "-m", "brainmri.cli.main", "worker", "--queues", queues]
         if settings.retrain_schedule and queues == beat_group:
@@ -158,7 +160,6 @@ def _start_workers(settings: Settings) -> dict[str, subprocess.Popen[bytes]]:
             command, env=os.environ.copy(), preexec_fn=_die_with_parent
         )
         _stop_if_worker_dies(workers[queues], queues)
-    return workers
 
 
 def _exit_on_sigterm(signum: int, frame: object) -> None:
@@ -198,50 +199,55 @@ def run(args: argparse.Namespace) -> int:
     settings = get_settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     workers: dict[str, subprocess.Popen[bytes]] = {}
-    if settings.embedded:
-        if not settings.api_keys:
-            if settings.environment == "production":
-                print(
-                    "error: BRAINMRI_ENVIRONMENT=production needs BRAINMRI_API_KEYS; "
-                    "keys are only generated in development",
-                    file=sys.stderr,
-                )
-                return 2
-            key, announcement = embedded_api_key(settings)
-            os.environ["BRAINMRI_API_KEYS"] = f"{key}:admin"
-            print(announcement, flush=True)
-        if not os.environ.get("BRAINMRI_WORKER_QUEUES"):  # empty counts as unset
-            os.environ["BRAINMRI_WORKER_QUEUES"] = EMBEDDED_QUEUES
-        get_settings.cache_clear()
-        settings = get_settings()
-        upgrade(settings.resolved_database_url)
-        if not args.no_worker:
-            workers = _start_workers(settings)
-        described = ", ".join(f"{queues} pid {w.pid}" for queues, w in workers.items())
+    # From here on a SIGTERM (or a worker's watchdog) ends `serve` through the `finally` that
+    # stops the workers, even while they are still starting.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    try:
+        if settings.embedded:
+            if not settings.api_keys:
+                if settings.environment == "production":
+                    print(
+                        "error: BRAINMRI_ENVIRONMENT=production needs BRAINMRI_API_KEYS; "
+                        "keys are only generated in development",
+                        file=sys.stderr,
+                    )
+                    return 2
+                key, announcement = embedded_api_key(settings)
+                os.environ["BRAINMRI_API_KEYS"] = f"{key}:admin"
+                print(announcement, flush=True)
+            if not os.environ.get("BRAINMRI_WORKER_QUEUES"):  # empty counts as unset
+                os.environ["BRAINMRI_WORKER_QUEUES"] = EMBEDDED_QUEUES
+            get_settings.cache_clear()
+            settings = get_settings()
+            upgrade(settings.resolved_database_url)
+            if not args.no_worker:
+                _start_workers(settings, workers)
+            described = ", ".join(f"{queues} pid {w.pid}" for queues, w in workers.items())
+            print(
+                f"embedded mode: database {settings.resolved_database_url}, objects "
+                f"{settings.resolved_object_store_url}, workers: {described or 'none'}",
+                flush=True,
+            )
+        else:
+            wait_for_database(settings.resolved_database_url)
         print(
-            f"embedded mode: database {settings.resolved_database_url}, objects "
-            f"{settings.resolved_object_store_url}, workers: {described or 'none'}",
+            f"brainmri API on http://{args.host}:{port} (docs at /docs). {DISCLAIMER}",
             flush=True,
         )
-    else:
-        wait_for_database(settings.resolved_database_url)
-    print(f"brainmri API on http://{args.host}:{port} (docs at /docs). {DISCLAIMER}", flush=True)
-    from brainmri_api.main import create_app
+        from brainmri_api.main import create_app
 
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    global _server
-    _server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(settings),
-            host=args.host,
-            port=port,
-            log_config=None,
-            proxy_headers=True,
-            access_log=False,  # brainmri_api.access logs every request with its id
-            timeout_keep_alive=5,
+        global _server
+        _server = uvicorn.Server(
+            uvicorn.Config(
+                create_app(settings),
+                host=args.host,
+                port=port,
+                log_config=None,
+                proxy_headers=True,
+                access_log=False,  # brainmri_api.access logs every request with its id
+                timeout_keep_alive=5,
+            )
         )
-    )
-    try:
         _server.run()
     finally:
         _stop_workers(workers)

@@ -210,6 +210,7 @@ def run_train(ctx: JobContext) -> JobOutcome:
             "calibration": result.calibration,
             "best_epoch": result.best_epoch,
             "val_macro_f1": result.best_macro_f1,
+            "gate": decision.reason,
         }
         registration = _register(
             ctx,
@@ -246,6 +247,11 @@ def run_train(ctx: JobContext) -> JobOutcome:
     )
 
 
+def _gate_promoter(job_id: str) -> str:
+    """The registry's ``promoted_by`` of a version the gate of train job ``job_id`` promoted."""
+    return f"gate (job {job_id})"
+
+
 def _outcome_of_earlier_attempt(ctx: JobContext) -> JobOutcome | None:
     """The result of an earlier attempt that registered its model but could not record it.
 
@@ -259,12 +265,12 @@ def _outcome_of_earlier_attempt(ctx: JobContext) -> JobOutcome | None:
         if row is None:
             return None
         metrics = row.metrics or {}
-        promoted = row.stage == ModelStage.PRODUCTION.value or row.promoted_at is not None
         result = {
             "model_version": row.version,
             "stage": row.stage,
-            "promoted": promoted,
-            "gate": row.stage_reason,
+            # What the gate did then; a later manual promotion or rollback is the registry's.
+            "promoted": row.promoted_by == _gate_promoter(ctx.job_id),
+            "gate": metrics.get("gate", row.stage_reason),
             "stage_reason": row.stage_reason,
             "test_metrics": metrics.get("test"),
             "production_metrics": metrics.get("production_on_same_test"),
@@ -344,7 +350,7 @@ def _register(
                     promote(
                         session,
                         version=row.version,
-                        by=f"gate (job {ctx.job_id})",
+                        by=_gate_promoter(ctx.job_id),
                         reason=decision.reason,
                         expected_production=compared,
                     )

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy import and_, case, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from brainmri.db.models import Job, JobStatus, Prediction
@@ -130,6 +130,12 @@ def _transition(session: Session, where: tuple[Any, ...], **values: Any) -> bool
         update(Job).where(*where).values(**values).execution_options(synchronize_session=False)
     )
     return updated.rowcount == 1
+
+
+def _one_crash_less() -> Any:
+    """``crashes - 1``, never below 0: a release after a shutdown's forgiveness must not
+    leave the job a credit against a later real crash."""
+    return case((Job.crashes > 0, Job.crashes - 1), else_=0)
 
 
 def _back_to_queue(now: datetime) -> dict[str, Any]:
@@ -328,7 +334,7 @@ def release_for_retry(session: Session, *, job_id: str, attempt: int) -> bool:
     ``attempts`` stays: the next claim gets a new number, so this attempt's fence is dead.
     """
     return _transition(
-        session, _owned(job_id, attempt), crashes=Job.crashes - 1, **_back_to_queue(utcnow())
+        session, _owned(job_id, attempt), crashes=_one_crash_less(), **_back_to_queue(utcnow())
     )
 
 
@@ -344,7 +350,7 @@ def forgive_interrupted(session: Session, *, worker: str) -> int:
     updated = session.execute(
         update(Job)
         .where(Job.worker == worker, Job.status == JobStatus.RUNNING, Job.crashes > 0)
-        .values(crashes=Job.crashes - 1)
+        .values(crashes=_one_crash_less())
         .execution_options(synchronize_session=False)
     )
     return int(updated.rowcount or 0)
@@ -419,6 +425,9 @@ def reap(
     requeue: list[tuple[str, str]] = []
     failed: list[str] = []
     cancelled: list[str] = []
+    # Counted before the stale jobs below go back to the queue: their messages are sent by
+    # the caller, so they must not pass for missing ones.
+    missing = None if waiting is None else _missing_messages(session, waiting)
     stale = session.execute(
         select(Job.id, Job.kind, Job.attempts, Job.crashes, Job.cancel_requested).where(
             Job.status == JobStatus.RUNNING, Job.heartbeat_at < stale_before
@@ -446,7 +455,6 @@ def reap(
         .where(Job.status == JobStatus.QUEUED, Job.enqueued_at < queued_before)
         .order_by(Job.enqueued_at)
     ).all()
-    missing = None if waiting is None else _missing_messages(session, waiting)
     for job_id, kind, cancel_requested in lost:
         still_lost = (
             Job.id == job_id,

@@ -118,10 +118,10 @@ _STRING_VR_PATTERNS: dict[str, re.Pattern[str]] = {
 #: is dropped. ``[A-Z0-9 _]`` alone lets an upper-case name ("JOHN DOE") through, and some of
 #: these values are returned to clients (modality, photometric interpretation).
 _MODALITY_CODES = (  # PS3.3 C.7.3.1.1.1 defined terms
-    "AR ASMT AU BDUS BI BMD CR CT CTPROTOCOL DG DOC DX ECG EPS ES FID GM HC HD IO IOL IVOCT IVUS "
-    "KER KO LEN LS M3D MG MR NM OAM OCT OP OPM OPT OPTBSV OPTENF OPV OSS OT PLAN PR PT PX REG "
-    "RESP RF RG RTDOSE RTIMAGE RTINTENT RTPLAN RTRAD RTRECORD RTSEGANN RTSTRUCT RWV SEG SM SMR "
-    "SR SRF STAIN TEXTUREMAP TG US VA XA XC"
+    "ANN AR ASMT AU BDUS BI BMD CFM CR CT CTPROTOCOL DG DMS DOC DX ECG EEG EMG EOG EPS ES FID "
+    "GM HC HD IO IOL IVOCT IVUS KER KO LEN LS M3D MG MR NM OAM OCT OP OPM OPT OPTBSV OPTENF OPV "
+    "OSS OT PA PLAN POS PR PT PX REG RESP RF RG RTDOSE RTIMAGE RTINTENT RTPLAN RTRAD RTRECORD "
+    "RTSEGANN RTSTRUCT RWV SEG SM SMR SR SRF STAIN TEXTUREMAP TG US VA XA XAPROTOCOL XC"
 )
 _RESCALE_TYPES = frozenset({"OD", "HU", "US", "MGML", "Z_EFF", "ED", "EDW", "HU_MOD", "PCT"})
 ENUMERATED_VALUES: dict[str, frozenset[str]] = {
@@ -155,7 +155,10 @@ ENUMERATED_VALUES: dict[str, frozenset[str]] = {
 }
 #: ImageType: values 1 and 2 are enumerated; values 3 on are vendor-defined free codes, which
 #: nothing here reads and nothing can vet, so they are not kept.
-IMAGE_TYPE_VALUES = (frozenset({"ORIGINAL", "DERIVED"}), frozenset({"PRIMARY", "SECONDARY"}))
+IMAGE_TYPE_VALUES = (  # MIXED: enhanced multi-frame objects (PS3.3 C.8.16.1)
+    frozenset({"ORIGINAL", "DERIVED", "MIXED"}),
+    frozenset({"PRIMARY", "SECONDARY", "MIXED"}),
+)
 #: PS3.15 Table E.1-1 actions "U": replaced consistently within an upload.
 REPLACED_UIDS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "FrameOfReferenceUID")
 DEID_METHOD = "brainmri allow-list, PS3.15 E.1 Basic Profile"

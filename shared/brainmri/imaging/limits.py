@@ -18,7 +18,7 @@ class InputLimits:
     max_tiff_pages: int = 16
     zip_max_members: int = 2000
     max_dicom_frames: int = 2000
-    max_dicom_object_pixels: int = 268_435_456
+    max_dicom_object_pixels: int = 2000 * 512 * 512
     zip_max_total_bytes: int = 1024**3
     zip_max_ratio: float = 200.0
 

@@ -154,21 +154,31 @@ def _stream_member(
                     code="nested_archive",
                 )
             if only is not None and kind is not only:
+                _charge(info, chunk, 0, budget, ratio_allowance)  # decompressed all the same
                 return None
             with target.open("xb") as sink:
                 while chunk:
-                    written += len(chunk)
-                    budget.spend(len(chunk))
-                    if written > info.file_size or written > ratio_allowance:
-                        raise UnsafeArchiveError(
-                            f"zip member {info.filename!r} decompresses beyond its declared "
-                            "size or the allowed compression ratio",
-                            code="zip_bomb",
-                        )
+                    written = _charge(info, chunk, written, budget, ratio_allowance)
                     sink.write(chunk)
                     chunk = source.read(_CHUNK)
     except (zipfile.BadZipFile, zlib.error, OSError, EOFError, NotImplementedError) as exc:
         raise InputError(
             f"cannot read zip member {info.filename!r}: {exc}", code="invalid_archive"
         ) from exc
+    return written
+
+
+def _charge(
+    info: zipfile.ZipInfo, chunk: bytes, written: int, budget: _Budget, ratio_allowance: float
+) -> int:
+    """Count a decompressed chunk against the archive's budget and the member's declared size
+    and ratio; the member's bytes so far."""
+    written += len(chunk)
+    budget.spend(len(chunk))
+    if written > info.file_size or written > ratio_allowance:
+        raise UnsafeArchiveError(
+            f"zip member {info.filename!r} decompresses beyond its declared size or the allowed "
+            "compression ratio",
+            code="zip_bomb",
+        )
     return written

@@ -60,8 +60,16 @@ def _start_reaper(**_: object) -> None:
     log.info("worker ready on queues %s", ",".join(settings.worker_queue_list))
 
 
+_forgiven = threading.Event()
+
+
 @signals.worker_shutting_down.connect
 def _spare_running_jobs(sender: str | None = None, **_: object) -> None:
+    # Celery signals this on every shutdown signal (Ctrl-C, then SIGTERM from `serve`): the
+    # crash each running job counted is given back once, not once per signal.
+    if _forgiven.is_set():
+        return
+    _forgiven.set()
     threading.Thread(
         target=forgive_interrupted_jobs, args=(settings, sender), name="shutdown-forgive"
     ).start()

@@ -91,7 +91,9 @@ def register_bundle(
 def version_trained_by(session: Session, job_id: str) -> ModelVersion | None:
     """The version a train job registered, if it got that far."""
     return session.scalars(
-        select(ModelVersion).where(ModelVersion.training_job_id == job_id)
+        select(ModelVersion)
+        .where(ModelVersion.training_job_id == job_id)
+        .order_by(ModelVersion.created_at)
     ).first()
 
 

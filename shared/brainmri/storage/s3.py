@@ -91,12 +91,14 @@ class S3ObjectStore:
         return len(keys)
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        """Keys in S3's order (UTF-8 bytes), streamed page by page: nothing is held in memory,
+        and a caller may stop early (the evaluation listing limit does)."""
         start = self.prefix + prefix
-        objects = self._call(
-            f"list {prefix}",
-            lambda: list(self.client.list_objects(self.bucket, prefix=start, recursive=True)),
-        )
-        for obj in sorted(objects, key=lambda o: o.object_name or ""):
+        pages = iter(self.client.list_objects(self.bucket, prefix=start, recursive=True))
+        while True:
+            obj = self._call(f"list {prefix}", lambda: next(pages, None))
+            if obj is None:
+                return
             if obj.is_dir or not obj.object_name:
                 continue
             yield ObjectInfo(

@@ -16,19 +16,19 @@ from brainmri_api.routes.jobs import ERRORS
 from brainmri_api.schemas import ModelList, ModelPublic, PromoteRequest
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
-_KEY_ID = re.compile(r"[0-9a-f]{16}")  # what auth.key_id makes of a key
+_KEY_ID = re.compile(r"\b[0-9a-f]{16}\b")  # what auth.key_id makes of a key
 
 
-def shown_promoter(promoted_by: str | None, viewer: Principal) -> str | None:
-    """Who promoted a version, as ``viewer`` may see it.
+def as_seen_by(text: str | None, viewer: Principal) -> str | None:
+    """Registry text (who promoted, why a stage changed) as ``viewer`` may see it.
 
-    A manual promotion records the admin's key id, a truncated hash of the key: users may
-    learn that an admin did it, not which key, so that no hash of an admin key is handed to
-    every key holder to test guesses against. Gate promotions ("gate (job ...)") show as is.
+    Manual promotions and rollbacks record the admin's key id, a truncated hash of the key:
+    users may learn that an admin did it, not which key, so that no hash of an admin key is
+    handed to every key holder to test guesses against. Admins see the ids as stored.
     """
-    if promoted_by is None or viewer.is_admin or not _KEY_ID.fullmatch(promoted_by):
-        return promoted_by
-    return "an admin"
+    if text is None or viewer.is_admin:
+        return text
+    return _KEY_ID.sub("an admin", text)
 
 
 def model_public(row: ModelVersion, current: ModelVersion | None, viewer: Principal) -> ModelPublic:
@@ -63,10 +63,10 @@ def model_public(row: ModelVersion, current: ModelVersion | None, viewer: Princi
         headline=mine,
         data_fingerprint=row.data_fingerprint,
         training_job_id=row.training_job_id,
-        stage_reason=row.stage_reason,
+        stage_reason=as_seen_by(row.stage_reason, viewer),
         created_at=row.created_at,
         promoted_at=row.promoted_at,
-        promoted_by=shown_promoter(row.promoted_by, viewer),
+        promoted_by=as_seen_by(row.promoted_by, viewer),
         versus_production=versus,
     )
 
