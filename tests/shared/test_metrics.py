@@ -61,6 +61,18 @@ def test_youden_and_sensitivity_policies() -> None:
         choose_threshold(y_bin, tumor_prob, "magic")
 
 
+def test_a_target_met_only_by_flagging_everything_falls_back_to_youden() -> None:
+    """Two confident misses among 100 tumours: only threshold 0 reaches 99.5% sensitivity,
+    and it flags every no-tumour slice too. The policy used to return 0.00 (a model that
+    calls everything a tumour); it now falls back to Youden's J, as documented."""
+    y_bin = np.array([0] * 100 + [1] * 100)
+    tumor_prob = np.concatenate([np.full(100, 0.02), np.full(98, 0.9), [0.001, 0.001]])
+    choice = choose_threshold(y_bin, tumor_prob, "sensitivity:0.995")
+    assert choice.policy == "youden"
+    assert choice.threshold > 0.02
+    assert (choice.sensitivity, choice.specificity) == (0.98, 1.0)
+
+
 def test_fitted_threshold_never_contradicts_the_predicted_class() -> None:
     """A confident model meets the sensitivity target at 0.97 too; the fitted threshold stays
     at 0.5 or below, so every slice whose most likely class is a tumour is flagged."""

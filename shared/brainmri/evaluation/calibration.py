@@ -65,19 +65,24 @@ def choose_threshold(y_bin: np.ndarray, tumor_prob: np.ndarray, policy: str) -> 
 
     ``sensitivity:<target>`` takes the highest sweep threshold meeting the target, which keeps
     specificity as high as possible while missing no more tumors than the target allows; it
-    falls back to Youden's J if no threshold meets it. Either choice is capped at
-    ``MAX_FITTED_THRESHOLD``: a confident model leaves a wide gap between its tumour and
-    no-tumour probabilities, and the highest threshold meeting a sensitivity target on a few
-    hundred images sits at the edge of that gap (0.97 for one model here), where it both
-    contradicts the predicted class and does not carry over to new images. ``TUMOR_THRESH``
+    falls back to Youden's J if no threshold meets it without flagging every no-tumour slice.
+    Either choice is capped at ``MAX_FITTED_THRESHOLD``: a confident model leaves a wide gap
+    between its tumour and no-tumour probabilities, and the highest threshold meeting a
+    sensitivity target on a few hundred images sits at the edge of that gap (0.97 for one
+    model here), where it both contradicts the predicted class and does not carry over to new
+    images. ``TUMOR_THRESH``
     can still set any threshold explicitly.
     """
     if policy.startswith("sensitivity:"):
         target = float(policy.split(":", 1)[1])
+        # A threshold that flags every no-tumour slice meets any target and tells nothing
+        # (a model with two confident misses on the calibration split got 0.00 this way).
         meeting = [
             float(t)
             for t in SWEEP
-            if (binary_rates(y_bin, tumor_prob, float(t))["sensitivity"] or 0.0) >= target
+            if (rates := binary_rates(y_bin, tumor_prob, float(t)))["sensitivity"] is not None
+            and rates["sensitivity"] >= target
+            and (rates["specificity"] or 0.0) > 0.0
         ]
         if meeting:
             return _choice(y_bin, tumor_prob, max(meeting), policy)
