@@ -14,6 +14,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
@@ -23,7 +24,10 @@ import redis as redis_lib
 from fastapi.testclient import TestClient
 
 from brainmri.config import Settings
+from brainmri.db.jobs import Claim, claim_job
 from brainmri.db.migrate import upgrade
+from brainmri.db.session import session_scope
+from brainmri.db.types import utcnow
 from brainmri_api.main import create_app
 from tests.conftest import make_bundle, need
 
@@ -51,6 +55,21 @@ def _pg_available() -> bool:
         return True
     except psycopg2.OperationalError:
         return False
+
+
+def claim_as(url: str, job_id: str, worker: str) -> Claim:
+    """Claim ``job_id`` for ``worker`` as the task runtime does, taking it over when its
+    heartbeat is more than five minutes old; the claim must succeed."""
+    with session_scope(url) as session:
+        claim = claim_job(
+            session,
+            job_id=job_id,
+            worker=worker,
+            stale_before=utcnow() - timedelta(minutes=5),
+            max_attempts=3,
+        )
+        assert claim is not None, f"{worker} could not claim job {job_id}"
+        return claim
 
 
 @contextlib.contextmanager

@@ -18,7 +18,7 @@ import pytest
 from sqlalchemy import update
 
 from brainmri.config import Settings
-from brainmri.db.jobs import claim_job, create_job
+from brainmri.db.jobs import create_job
 from brainmri.db.models import Job, ModelStage, ModelVersion
 from brainmri.db.session import session_scope
 from brainmri.db.types import utcnow
@@ -28,7 +28,7 @@ from brainmri.registry.versions import ProductionChangedError, promote, register
 from brainmri.storage import open_store
 from brainmri_trainer.train_job import Registration, _register, run_train
 from tests.conftest import make_bundle
-from tests.infra import fresh_database
+from tests.infra import claim_as, fresh_database
 
 PASSING = GateDecision(True, "macro-F1 0.9600 vs production 0.9500 (gain +0.0100)")
 
@@ -66,11 +66,8 @@ def _context(settings: Settings, job_id: str = "train-job-1") -> JobContext:
     """The context of a running train job that this worker has claimed."""
     with session_scope(settings.resolved_database_url) as session:
         create_job(session, job_id=job_id, kind="train", owner="admin", params={})
-        claim = claim_job(
-            session, job_id=job_id, worker="trainer-a", stale_before=utcnow(), max_attempts=3
-        )
-        assert claim is not None
-        return JobContext(settings, claim.job, claim.attempt)
+    claim = claim_as(settings.resolved_database_url, job_id, "trainer-a")
+    return JobContext(settings, claim.job, claim.attempt)
 
 
 def _taken_over(settings: Settings, job_id: str) -> JobContext:
@@ -79,15 +76,8 @@ def _taken_over(settings: Settings, job_id: str) -> JobContext:
         session.execute(
             update(Job).where(Job.id == job_id).values(heartbeat_at=utcnow() - timedelta(hours=1))
         )
-        claim = claim_job(
-            session,
-            job_id=job_id,
-            worker="trainer-b",
-            stale_before=utcnow() - timedelta(minutes=5),
-            max_attempts=3,
-        )
-        assert claim is not None
-        return JobContext(settings, claim.job, claim.attempt)
+    claim = claim_as(settings.resolved_database_url, job_id, "trainer-b")
+    return JobContext(settings, claim.job, claim.attempt)
 
 
 def _stages(url: str) -> dict[str, tuple[ModelStage, str | None]]:

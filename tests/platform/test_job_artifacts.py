@@ -22,7 +22,7 @@ from celery import Celery
 from sqlalchemy import update
 
 from brainmri.config import Settings, get_settings
-from brainmri.db.jobs import claim_job, complete_job, create_job, fail_job, request_cancel
+from brainmri.db.jobs import complete_job, create_job, fail_job, request_cancel
 from brainmri.db.models import Job
 from brainmri.db.session import session_scope
 from brainmri.db.types import utcnow
@@ -35,7 +35,7 @@ from brainmri.jobs.sweep import sweep_artifacts, sweep_bundles
 from brainmri.registry.versions import register_bundle
 from brainmri.storage import ObjectStore, StorageUnavailableError, open_store
 from tests.conftest import make_bundle
-from tests.infra import S3Server, fresh_database
+from tests.infra import S3Server, claim_as, fresh_database
 
 JobBodyFn = Callable[[JobContext], JobOutcome]
 
@@ -141,16 +141,7 @@ def _outcome(ctx: JobContext, data: bytes) -> JobOutcome:
 
 
 def _claimed(deployment: Deployment, job_id: str) -> int:
-    with session_scope(deployment.url) as session:
-        claim = claim_job(
-            session,
-            job_id=job_id,
-            worker="doomed",
-            stale_before=utcnow() - timedelta(minutes=5),
-            max_attempts=3,
-        )
-        assert claim is not None
-        return claim.attempt
+    return claim_as(deployment.url, job_id, "doomed").attempt
 
 
 def _crash_attempts(deployment: Deployment, job_id: str, count: int) -> None:

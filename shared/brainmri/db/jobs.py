@@ -24,8 +24,6 @@ from sqlalchemy.orm import Session
 from brainmri.db.models import Job, JobStatus, Prediction
 from brainmri.db.types import utcnow
 
-UNFINISHED = (JobStatus.QUEUED, JobStatus.RUNNING)
-
 
 @dataclass(frozen=True, slots=True)
 class Claim:
@@ -218,7 +216,6 @@ class ArtifactOwner:
 
     status: JobStatus
     attempts: int
-    retryable: bool
 
 
 def artifact_owners(session: Session, job_ids: Sequence[str]) -> dict[str, ArtifactOwner]:
@@ -227,14 +224,10 @@ def artifact_owners(session: Session, job_ids: Sequence[str]) -> dict[str, Artif
     ids = list(job_ids)
     for start in range(0, len(ids), 500):
         rows = session.execute(
-            select(Job.id, Job.status, Job.attempts, Job.error).where(
-                Job.id.in_(ids[start : start + 500])
-            )
+            select(Job.id, Job.status, Job.attempts).where(Job.id.in_(ids[start : start + 500]))
         ).all()
-        for job_id, status, attempts, error in rows:
-            owners[job_id] = ArtifactOwner(
-                JobStatus(status), int(attempts), bool((error or {}).get("retryable"))
-            )
+        for job_id, status, attempts in rows:
+            owners[job_id] = ArtifactOwner(JobStatus(status), int(attempts))
     return owners
 
 

@@ -70,20 +70,17 @@ def choose_threshold(y_bin: np.ndarray, tumor_prob: np.ndarray, policy: str) -> 
     between its tumour and no-tumour probabilities, and the highest threshold meeting a
     sensitivity target on a few hundred images sits at the edge of that gap (0.97 for one
     model here), where it both contradicts the predicted class and does not carry over to new
-    images. ``TUMOR_THRESH``
-    can still set any threshold explicitly.
+    images. ``TUMOR_THRESH`` can still set any threshold explicitly.
     """
     if policy.startswith("sensitivity:"):
         target = float(policy.split(":", 1)[1])
         # A threshold that flags every no-tumour slice meets any target and tells nothing
         # (a model with two confident misses on the calibration split got 0.00 this way).
-        meeting = [
-            float(t)
-            for t in SWEEP
-            if (rates := binary_rates(y_bin, tumor_prob, float(t)))["sensitivity"] is not None
-            and rates["sensitivity"] >= target
-            and (rates["specificity"] or 0.0) > 0.0
-        ]
+        meeting = []
+        for t in SWEEP:
+            rates = binary_rates(y_bin, tumor_prob, float(t))
+            if (rates["sensitivity"] or 0.0) >= target and (rates["specificity"] or 0.0) > 0.0:
+                meeting.append(float(t))
         if meeting:
             return _choice(y_bin, tumor_prob, max(meeting), policy)
     elif policy != "youden":

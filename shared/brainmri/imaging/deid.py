@@ -333,13 +333,13 @@ def _holds_what_its_vr_promises(element: DataElement) -> bool:
     and the decoder already treats an unusable optional value as absent.
     """
     pattern = _STRING_VR_PATTERNS.get(element.VR)
-    if pattern is None or element.value is None:
+    if pattern is None:
         return True  # binary or sequence VRs: numbers and pixels, or rebuilt item by item
-    values = element.value if element.VM > 1 else [element.value]
-    return all(pattern.fullmatch(str(value).strip()) for value in values)
+    return all(pattern.fullmatch(value) for value in _values(element))
 
 
 def _values(element: DataElement) -> list[str]:
+    """A string element's values, one or many, as stripped strings (none when empty)."""
     if element.value is None:
         return []
     values = element.value if element.VM > 1 else [element.value]

@@ -21,6 +21,8 @@ from brainmri.storage import ObjectStore, StorageUnavailableError
 
 log = logging.getLogger(__name__)
 
+#: Every job's artifact folder lies under this store prefix.
+ARTIFACTS_ROOT = "artifacts/"
 # Content types of the files jobs write; anything else is served as bytes.
 CONTENT_TYPES = {".png": "image/png", ".json": "application/json", ".csv": "text/csv"}
 
@@ -37,7 +39,7 @@ def artifact_url(job_id: str, name: str) -> str:
 
 def artifact_prefix(job_id: str, attempt: int | None = None) -> str:
     """The folder of all of a job's artifacts, or of one attempt's (``attempt`` given)."""
-    base = f"artifacts/{job_id}/"
+    base = f"{ARTIFACTS_ROOT}{job_id}/"
     return base if attempt is None else f"{base}{attempt}/"
 
 
@@ -80,8 +82,8 @@ def remove_other_attempts(store: ObjectStore, job_id: str, attempt: int) -> None
 def stored_attempts(store: ObjectStore) -> dict[str, set[int]]:
     """Every job with artifacts in the store, and the attempt folders it has there."""
     found: dict[str, set[int]] = defaultdict(set)
-    for info in store.list("artifacts/"):
-        job_id, _, rest = info.key[len("artifacts/") :].partition("/")
+    for info in store.list(ARTIFACTS_ROOT):
+        job_id, _, rest = info.key[len(ARTIFACTS_ROOT) :].partition("/")
         attempt, slash, _ = rest.partition("/")
         if slash and attempt.isdigit():
             found[job_id].add(int(attempt))

@@ -18,7 +18,7 @@ from brainmri.db.jobs import artifact_owners
 from brainmri.db.models import JobStatus
 from brainmri.db.session import session_scope
 from brainmri.jobs.artifacts import remove_attempts, stored_attempts
-from brainmri.registry.versions import MODELS_PREFIX, registered_prefixes
+from brainmri.registry.versions import MODELS_PREFIX, bundle_prefix, registered_prefixes
 from brainmri.storage import open_store
 
 log = logging.getLogger(__name__)
@@ -32,11 +32,8 @@ class SweepResult:
 
 
 def sweep_artifacts(settings: Settings) -> SweepResult:
-    """Remove artifact folders that no job can reference any more.
-
-    The paths that finish a job remove its unused files, but only best effort: an object
-    store that is down at that moment, or a worker killed between writing a file and recording
-    the job, leaves folders behind. Judged by the job row, read *after* the listing:
+    """Remove artifact folders that no job can reference any more, judged by the job row,
+    read *after* the listing:
 
     * no row (the job was deleted): every folder;
     * failed or cancelled: every folder listed. A retry may start meanwhile, but under a new
@@ -83,7 +80,7 @@ def sweep_bundles(settings: Settings, suspects: set[str]) -> tuple[list[str], se
     """
     store = open_store(settings)
     listed = {
-        "/".join(info.key.split("/")[:3]) + "/"
+        bundle_prefix(*info.key.split("/")[1:3])
         for info in store.list(f"{MODELS_PREFIX}/")
         if info.key.count("/") >= 3
     }
