@@ -16,7 +16,13 @@ read::
     python scripts/held_out_subset.py runs/split-seed42 --out runs/split-seed42-held-out
     brainmri eval --data runs/split-seed42-held-out/test.csv --out runs/eval-held-out
 
-New splits need none of this: the builder now groups flipped copies itself.
+New splits need none of this for their own model: the builder now groups flipped copies
+itself. To compare a model trained on a new split with one trained on an old split, give the
+old split with ``--also-learnt-from``: its train and validation rows then count as learnt from
+too, and what is kept is fair to both models (a paired ``brainmri compare`` on it)::
+
+    python scripts/held_out_subset.py runs/split-v2-seed42 --out runs/fair-to-both \
+        --also-learnt-from runs/split-seed42
 """
 
 from __future__ import annotations
@@ -39,20 +45,24 @@ from brainmri.data.builder import (
 LEARNT_FROM = {"val": ("train",), "test": ("train", "val")}
 
 
-def read_rows(split_dir: Path) -> dict[str, list[dict[str, str]]]:
+def read_rows(
+    split_dir: Path, splits: tuple[str, ...] = ("train", "val", "test"), prefix: str = ""
+) -> dict[str, list[dict[str, str]]]:
     rows = {}
-    for split in ("train", "val", "test"):
+    for split in splits:
         with (split_dir / f"{split}.csv").open(newline="") as handle:
-            rows[split] = list(csv.DictReader(handle))
+            rows[prefix + split] = list(csv.DictReader(handle))
     return rows
 
 
 def held_out(
-    rows: dict[str, list[dict[str, str]]], threshold: float
+    rows: dict[str, list[dict[str, str]]],
+    threshold: float,
+    learnt_from: dict[str, tuple[str, ...]] = LEARNT_FROM,
 ) -> dict[str, list[dict[str, str]]]:
     """Per checked split, the rows whose flip-aware group holds no row of a split it learnt
     from."""
-    order = [(split, row) for split in ("train", "val", "test") for row in rows[split]]
+    order = [(split, row) for split, split_rows in rows.items() for row in split_rows]
     records = fingerprint_images(
         [LabelledPath(Path(row["path"]), row["class_name"]) for _, row in order], progress=True
     )
@@ -66,9 +76,9 @@ def held_out(
     splits_of_group: dict[int, set[str]] = {}
     for (split, _), group in zip(order, groups, strict=True):
         splits_of_group.setdefault(group, set()).add(split)
-    kept: dict[str, list[dict[str, str]]] = {split: [] for split in LEARNT_FROM}
+    kept: dict[str, list[dict[str, str]]] = {split: [] for split in learnt_from}
     for (split, row), group in zip(order, groups, strict=True):
-        if split in LEARNT_FROM and not splits_of_group[group] & set(LEARNT_FROM[split]):
+        if split in learnt_from and not splits_of_group[group] & set(learnt_from[split]):
             # The flip-aware group, so that a bootstrap over groups draws mirrored copies
             # within the subset together.
             kept[split].append({**row, "group_id": f"f{group:05d}"})
@@ -80,9 +90,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("split_dir", type=Path, help="a builder folder with train/val/test.csv")
     parser.add_argument("--out", type=Path, required=True, help="folder for val.csv, test.csv")
     parser.add_argument("--threshold", type=float, default=DEFAULT_NEAR_DUP_THRESHOLD)
+    parser.add_argument(
+        "--also-learnt-from",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="SPLIT_DIR",
+        help="another model's builder folder: its train and val rows count as learnt from too",
+    )
     args = parser.parse_args(argv)
     rows = read_rows(args.split_dir)
-    kept = held_out(rows, args.threshold)
+    learnt_from = dict(LEARNT_FROM)
+    for number, other in enumerate(args.also_learnt_from):
+        other_rows = read_rows(other, ("train", "val"), prefix=f"{other.name}#{number}:")
+        rows.update(other_rows)
+        learnt_from = {split: (*seen, *other_rows) for split, seen in learnt_from.items()}
+    kept = held_out(rows, args.threshold, learnt_from)
     args.out.mkdir(parents=True, exist_ok=True)
     for split, split_rows in kept.items():
         with (args.out / f"{split}.csv").open("w", newline="") as handle:
@@ -91,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
             writer.writerows(split_rows)
         print(
             f"{split}: {len(split_rows)} of {len(rows[split])} rows have no near twin "
-            f"(flips included) in {' or '.join(LEARNT_FROM[split])}"
+            f"(flips included) in {' or '.join(learnt_from[split])}"
         )
     return 0
 
