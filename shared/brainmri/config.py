@@ -239,8 +239,9 @@ class Settings(BaseSettings):
         3600.0,
         ge=0,
         description="How often a worker removes stored files that nothing references (job "
-        "artifacts left by store outages and killed workers, half-uploaded model bundles); 0 "
-        "turns the sweep off.",
+        "artifacts left by store outages and killed workers; half-uploaded model bundles and "
+        "uploads of jobs never recorded, once last written longer ago than this); 0 turns the "
+        "sweep off.",
     )
     job_max_attempts: int = Field(
         3, ge=1, description="Crashed attempts before a job is marked failed (poison jobs)."

@@ -11,6 +11,7 @@ in-process ``apply`` and the real reaper pass.
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -27,11 +28,11 @@ from brainmri.db.models import Job
 from brainmri.db.session import session_scope
 from brainmri.db.types import utcnow
 from brainmri.errors import DatasetError
-from brainmri.jobs.artifacts import artifact_prefix
+from brainmri.jobs.artifacts import UPLOADS_ROOT, artifact_prefix, upload_key
 from brainmri.jobs.celery_app import create_celery
 from brainmri.jobs.reaper import reap_once
 from brainmri.jobs.runtime import JobContext, JobOutcome, job_task
-from brainmri.jobs.sweep import sweep_artifacts, sweep_bundles
+from brainmri.jobs.sweep import sweep_artifacts, sweep_bundles, sweep_uploads
 from brainmri.registry.versions import register_bundle
 from brainmri.storage import ObjectStore, StorageUnavailableError, open_store
 from tests.conftest import make_bundle
@@ -365,11 +366,18 @@ def test_database_waits_do_not_use_up_the_storage_retries(
     assert job.crashes == 1  # the released attempts did not count
 
 
-def test_the_sweep_removes_a_bundle_folder_left_without_a_row_on_its_second_look(
+# Long enough that files written before it are older than GRACE_S by any store's clock (S3
+# reports LastModified in whole seconds), and files written after it are not.
+SETTLE_S, GRACE_S = 3.0, 1.5
+
+
+def test_the_sweep_removes_a_bundle_folder_left_without_a_row_once_it_is_old_enough(
     deployment: Deployment, tmp_path: Path
 ) -> None:
     """A trainer killed while uploading leaves a bundle folder that no registry row names.
-    Removed only once two sweeps in a row found it so: an upload in progress looks the same."""
+    An upload in progress looks the same, so only a folder whose newest file is older than the
+    grace is removed; judged by the store's own write times, so a worker that restarts more
+    often than the sweep interval still sweeps."""
     bundle = tmp_path / "bundle"
     make_bundle(bundle, img_size=32, seed=1)
     metadata = json.loads((bundle / "metadata.json").read_text())
@@ -381,16 +389,39 @@ def test_the_sweep_removes_a_bundle_folder_left_without_a_row_on_its_second_look
     killed = "models/brainmri/killed-mid-upload/"
     deployment.store.put(killed + "model.safetensors", b"half a file")
 
-    removed, suspects = sweep_bundles(deployment.settings, set())
-    assert (removed, suspects) == ([], {killed})  # first look: only suspected
+    assert sweep_bundles(deployment.settings, grace_seconds=3600) == []  # too fresh to judge
+    time.sleep(SETTLE_S)
     uploading = "models/brainmri/uploading-now/"
     deployment.store.put(uploading + "model.safetensors", b"first file of an upload")
-    removed, suspects = sweep_bundles(deployment.settings, suspects)
+    removed = sweep_bundles(deployment.settings, grace_seconds=GRACE_S)
 
     assert removed == [killed]
-    assert suspects == {uploading}  # new since the last look: left alone for now
     assert not list(deployment.store.list(killed))
+    assert [info.key for info in deployment.store.list(uploading)] == [
+        uploading + "model.safetensors"
+    ]
     assert {info.key for info in deployment.store.list(kept)} == {
         kept + "metadata.json",
         kept + "model.safetensors",
     }
+
+
+def test_the_sweep_removes_uploads_of_jobs_that_do_not_exist_once_old_enough(
+    deployment: Deployment,
+) -> None:
+    """The API stores an upload before it inserts the job row: an API killed in between
+    leaves an upload no job names. A job's own upload stays as long as the job."""
+    job = _new_job(deployment)
+    owned = upload_key(job, ".png")
+    deployment.store.put(owned, b"the job's input")
+    orphan = upload_key(str(uuid.uuid4()), ".dcm")
+    deployment.store.put(orphan, b"an API killed before the row")
+    assert sweep_uploads(deployment.settings, grace_seconds=3600) == []
+    time.sleep(SETTLE_S)
+    arriving = upload_key(str(uuid.uuid4()), ".png")  # its row is being inserted right now
+    deployment.store.put(arriving, b"just stored")
+
+    removed = sweep_uploads(deployment.settings, grace_seconds=GRACE_S)
+
+    assert removed == [orphan.rsplit("/", 1)[0] + "/"]
+    assert {info.key for info in deployment.store.list(UPLOADS_ROOT)} == {owned, arriving}

@@ -20,6 +20,7 @@ from brainmri.db.models import Job
 from brainmri.db.session import session_scope
 from brainmri.errors import EmptyInputError, InputTooLargeError
 from brainmri.imaging.ingest import SanitizedUpload, sanitize_upload
+from brainmri.jobs.artifacts import upload_key
 from brainmri.jobs.enqueue import send_job
 from brainmri_api.errors import ServiceUnavailableError
 from brainmri_api.state import AppState
@@ -55,7 +56,7 @@ def submit_job(
     upload: SanitizedUpload | None = None,
 ) -> Job:
     job_id = str(uuid.uuid4())
-    key = f"uploads/{job_id}/input{upload.extension}" if upload else None
+    key = upload_key(job_id, upload.extension) if upload else None
     input_uri = None
     try:
         if upload is not None and key is not None:

@@ -23,6 +23,8 @@ log = logging.getLogger(__name__)
 
 #: Every job's artifact folder lies under this store prefix.
 ARTIFACTS_ROOT = "artifacts/"
+#: A submitted job's sanitized upload lies under this prefix, one folder per job.
+UPLOADS_ROOT = "uploads/"
 # Content types of the files jobs write; anything else is served as bytes.
 CONTENT_TYPES = {".png": "image/png", ".json": "application/json", ".csv": "text/csv"}
 
@@ -41,6 +43,12 @@ def artifact_prefix(job_id: str, attempt: int | None = None) -> str:
     """The folder of all of a job's artifacts, or of one attempt's (``attempt`` given)."""
     base = f"{ARTIFACTS_ROOT}{job_id}/"
     return base if attempt is None else f"{base}{attempt}/"
+
+
+def upload_key(job_id: str, extension: str) -> str:
+    """Where the API stores a job's sanitized input: written before the job row exists, so a
+    crash in between leaves a folder that :func:`brainmri.jobs.sweep.sweep_uploads` removes."""
+    return f"{UPLOADS_ROOT}{job_id}/input{extension}"
 
 
 def remove_artifacts(store: ObjectStore, job_id: str, attempt: int | None = None) -> None:

@@ -17,9 +17,9 @@ from brainmri.config import Settings
 from brainmri.db.jobs import artifact_owners
 from brainmri.db.models import JobStatus
 from brainmri.db.session import session_scope
-from brainmri.jobs.artifacts import remove_attempts, stored_attempts
-from brainmri.registry.versions import MODELS_PREFIX, bundle_prefix, registered_prefixes
-from brainmri.storage import open_store
+from brainmri.jobs.artifacts import UPLOADS_ROOT, remove_attempts, stored_attempts
+from brainmri.registry.versions import MODELS_PREFIX, registered_prefixes
+from brainmri.storage import ObjectStore, open_store
 
 log = logging.getLogger(__name__)
 
@@ -70,40 +70,93 @@ def sweep_artifacts(settings: Settings) -> SweepResult:
     return result
 
 
-def sweep_bundles(settings: Settings, suspects: set[str]) -> tuple[list[str], set[str]]:
-    """Remove model bundle folders with no registry row; ``(removed, still suspected)``.
+def sweep_bundles(settings: Settings, grace_seconds: float) -> list[str]:
+    """Remove model bundle folders with no registry row; the folders removed.
 
-    A bundle is uploaded first and recorded after, in one transaction, so a folder without
-    a row is either an upload in progress or one whose trainer was killed mid-way. Only a
-    folder already found without a row by the previous sweep (``suspects``), a whole sweep
-    interval earlier, is removed: no upload takes that long.
+    A bundle is uploaded first and recorded after, in one transaction, so a folder without a
+    row is either an upload in progress or one whose trainer was killed mid-way. Only a folder
+    whose newest file is older than ``grace_seconds`` is removed: no upload takes that long.
     """
     store = open_store(settings)
-    listed = {
-        bundle_prefix(*info.key.split("/")[1:3])
-        for info in store.list(f"{MODELS_PREFIX}/")
-        if info.key.count("/") >= 3
-    }
-    if not listed:
-        return [], set()
+    folders = _folders_by_newest_write(store, f"{MODELS_PREFIX}/", depth=3)
+    if not folders:
+        return []
     with session_scope(settings.resolved_database_url) as session:
-        orphans = listed - registered_prefixes(session)
-    removed = sorted(orphans & suspects)
-    for prefix in removed:
-        store.delete_prefix(prefix)
+        orphans = set(folders) - registered_prefixes(session)
+    removed = _remove_settled(store, orphans, folders, grace_seconds)
     if removed:
         log.warning("bundle sweep removed unregistered bundle folders: %s", removed)
-    return removed, orphans - set(removed)
+    return removed
+
+
+def sweep_uploads(settings: Settings, grace_seconds: float) -> list[str]:
+    """Remove upload folders of jobs that do not exist; the folders removed.
+
+    The API stores an upload before it inserts the job row, and removes the upload itself when
+    the insert or the broker fails; a process killed in between leaves the upload behind. As
+    for bundles, a folder is removed only once its newest file is older than ``grace_seconds``,
+    so an upload whose row is being inserted right now is left alone.
+    """
+    store = open_store(settings)
+    folders = _folders_by_newest_write(store, UPLOADS_ROOT, depth=2)
+    if not folders:
+        return []
+    job_of = {folder: folder[len(UPLOADS_ROOT) :].rstrip("/") for folder in folders}
+    with session_scope(settings.resolved_database_url) as session:
+        existing = set(artifact_owners(session, list(job_of.values())))
+    orphans = {folder for folder, job_id in job_of.items() if job_id not in existing}
+    removed = _remove_settled(store, orphans, folders, grace_seconds)
+    if removed:
+        log.warning(
+            "upload sweep removed %d upload folder(s) of jobs that do not exist", len(removed)
+        )
+    return removed
+
+
+def _folders_by_newest_write(store: ObjectStore, root: str, depth: int) -> dict[str, float | None]:
+    """Each folder ``depth`` path segments deep under ``root`` (``root`` included), with the
+    newest write time of its files (None if the store cannot tell for any of them)."""
+    newest: dict[str, float | None] = {}
+    for info in store.list(root):
+        parts = info.key.split("/")
+        if len(parts) <= depth:
+            continue  # a file directly at folder level, not inside one: not ours to judge
+        folder = "/".join(parts[:depth]) + "/"
+        seen = newest.get(folder, float("-inf"))
+        newest[folder] = None if seen is None or info.modified is None else max(seen, info.modified)
+    return newest
+
+
+def _remove_settled(
+    store: ObjectStore,
+    orphans: set[str],
+    newest_write: dict[str, float | None],
+    grace_seconds: float,
+) -> list[str]:
+    """Delete each orphan folder last written more than ``grace_seconds`` ago.
+
+    The age is judged against the store's clock as the listing reported it, compared with this
+    host's clock: the grace (an hour by default) dwarfs any sane skew.
+    """
+    cutoff = time.time() - grace_seconds
+    removed = sorted(
+        folder
+        for folder in orphans
+        if (written := newest_write[folder]) is not None and written < cutoff
+    )
+    for folder in removed:
+        store.delete_prefix(folder)
+    return removed
 
 
 class Sweeper:
-    """Runs both sweeps once per interval; remembers which bundle folders it suspects."""
+    """Runs the sweeps once per interval. The interval is also the grace an unreferenced
+    bundle or upload folder must be older than to count as left behind."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.interval = settings.artifact_sweep_interval_seconds
         self.next_run = time.monotonic() + self.interval
-        self.bundle_suspects: set[str] = set()
 
     def run_if_due(self) -> None:
         if not self.interval or time.monotonic() < self.next_run:
@@ -111,6 +164,7 @@ class Sweeper:
         self.next_run = time.monotonic() + self.interval
         try:
             sweep_artifacts(self.settings)
-            _, self.bundle_suspects = sweep_bundles(self.settings, self.bundle_suspects)
+            sweep_bundles(self.settings, grace_seconds=self.interval)
+            sweep_uploads(self.settings, grace_seconds=self.interval)
         except Exception:
             log.exception("sweep failed")

@@ -49,6 +49,9 @@ class ObjectInfo:
     key: str
     size: int
     etag: str | None = None  # content digest where the store provides one (S3)
+    # When the object was last written, POSIX seconds by the store's clock (S3 LastModified,
+    # the file's mtime); None where a store cannot tell. The orphan sweeps judge age by it.
+    modified: float | None = None
 
 
 def validate_key(key: str) -> str:

@@ -83,7 +83,8 @@ class LocalObjectStore:
                 continue
             key = path.relative_to(base).as_posix()
             if key.startswith(prefix):
-                yield ObjectInfo(key, path.stat().st_size)
+                stat = path.stat()
+                yield ObjectInfo(key, stat.st_size, modified=stat.st_mtime)
 
     def uri(self, key: str) -> str:
         return self._path(key).as_uri()

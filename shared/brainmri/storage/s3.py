@@ -102,7 +102,10 @@ class S3ObjectStore:
             if obj.is_dir or not obj.object_name:
                 continue
             yield ObjectInfo(
-                obj.object_name[len(self.prefix) :], int(obj.size or 0), (obj.etag or "").strip('"')
+                obj.object_name[len(self.prefix) :],
+                int(obj.size or 0),
+                (obj.etag or "").strip('"'),
+                obj.last_modified.timestamp() if obj.last_modified else None,
             )
 
     def uri(self, key: str) -> str:
