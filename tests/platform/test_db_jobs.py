@@ -6,7 +6,7 @@ import contextlib
 import threading
 import uuid
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -16,6 +16,8 @@ from alembic.migration import MigrationContext
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
+import brainmri.db.jobs
+import brainmri.db.types
 from brainmri.db.jobs import (
     ReapResult,
     claim_job,
@@ -452,3 +454,40 @@ def test_the_crashes_migration_keeps_each_jobs_crash_budget(backend: str, tmp_pa
         with session_scope(url) as session:
             job = session.get(Job, job_id)
             assert (job.attempts, job.crashes) == (2, 2)
+
+
+def test_a_worker_whose_clock_runs_behind_is_not_taken_for_dead(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Hosts' clocks drift. A worker whose clock ran two minutes behind stamped heartbeats
+    that any correct host read as two minutes old, so a second worker took its job over while
+    it still ran. Heartbeats are now stamped, and judged, by the database's clock."""
+    job_id = _new_job(postgres_url)
+    attempt = _claim(postgres_url, job_id, worker="w-behind")
+    assert attempt == 1
+
+    def two_minutes_behind() -> datetime:
+        return datetime.now(UTC) - timedelta(minutes=2)
+
+    with monkeypatch.context() as host:  # the lagging worker's host
+        host.setattr(brainmri.db.types, "utcnow", two_minutes_behind)
+        host.setattr(brainmri.db.jobs, "utcnow", two_minutes_behind, raising=False)
+        with session_scope(postgres_url) as session:
+            assert heartbeat(session, job_id=job_id, attempt=attempt, progress=0.5).owned
+
+    with session_scope(postgres_url) as session:
+        stamped = session.get(Job, job_id).heartbeat_at
+    assert abs((stamped - utcnow()).total_seconds()) < 5
+    # A worker and a reaper with correct clocks and a 60 s stale timeout leave it alone.
+    assert _claim(postgres_url, job_id, worker="w-correct", stale_seconds=60) is None
+    with session_scope(postgres_url) as session:
+        result = reap(
+            session,
+            stale_before=utcnow() - timedelta(seconds=60),
+            queued_before=utcnow() - timedelta(hours=1),
+            max_attempts=3,
+        )
+    assert job_id not in {requeued for requeued, _ in result.requeue}
+    with session_scope(postgres_url) as session:
+        job = session.get(Job, job_id)
+        assert (job.status, job.worker, job.attempts) == ("running", "w-behind", 1)

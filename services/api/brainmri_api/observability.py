@@ -24,7 +24,7 @@ from brainmri.config import Settings
 from brainmri.db.jobs import job_counts, oldest_queued
 from brainmri.db.models import Job, JobStatus
 from brainmri.db.session import session_scope
-from brainmri.db.types import utcnow
+from brainmri.db.types import database_now
 from brainmri.jobs.queues import queue_depths
 from brainmri.logs import request_log_context
 
@@ -55,15 +55,14 @@ class PlatformCollector(Collector):
             with session_scope(self.settings.resolved_database_url) as session:
                 for kind, status, count in job_counts(session):
                     jobs.add_metric([kind, status], count)
-                now = utcnow()
+                now = database_now(session)  # the clock enqueued_at was written by
                 for kind, since in oldest_queued(session):
                     waiting.add_metric([kind], max(0.0, (now - since).total_seconds()))
                 recent = sorted(
                     session.scalars(
                         select(Job.inference_ms_per_image).where(
                             Job.status == JobStatus.SUCCEEDED,
-                            Job.finished_at
-                            >= utcnow() - timedelta(seconds=INFERENCE_WINDOW_SECONDS),
+                            Job.finished_at >= now - timedelta(seconds=INFERENCE_WINDOW_SECONDS),
                             Job.inference_ms_per_image.is_not(None),
                         )
                     ).all()

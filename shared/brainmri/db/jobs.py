@@ -22,7 +22,7 @@ from sqlalchemy import and_, case, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from brainmri.db.models import Job, JobStatus, Prediction
-from brainmri.db.types import utcnow
+from brainmri.db.types import database_now
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +46,7 @@ def create_job(
     params: dict[str, Any],
     input_uri: str | None = None,
 ) -> Job:
+    now = database_now(session)
     job = Job(
         id=job_id,
         kind=kind,
@@ -58,8 +59,8 @@ def create_job(
         crashes=0,
         artifacts={},
         cancel_requested=False,
-        created_at=utcnow(),
-        enqueued_at=utcnow(),
+        created_at=now,
+        enqueued_at=now,
     )
     session.add(job)
     session.flush()
@@ -170,7 +171,7 @@ def claim_job(
     job cannot loop forever. Either way its artifacts are the caller's to remove (see
     :func:`ended_without_result`).
     """
-    now = utcnow()
+    now = database_now(session)
     claimable = or_(
         Job.status == JobStatus.QUEUED,
         and_(Job.status == JobStatus.RUNNING, Job.heartbeat_at < stale_before),
@@ -260,7 +261,7 @@ def heartbeat(
     progress: float | None = None,
     detail: dict[str, Any] | None = None,
 ) -> HeartbeatState:
-    values: dict[str, Any] = {"heartbeat_at": utcnow()}
+    values: dict[str, Any] = {"heartbeat_at": database_now(session)}
     if progress is not None:
         values["progress"] = max(0.0, min(1.0, progress))
     if detail is not None:
@@ -291,7 +292,7 @@ def complete_job(
         progress=1.0,
         model_version=model_version,
         artifacts=artifacts or {},
-        finished_at=utcnow(),
+        finished_at=database_now(session),
         inference_ms_per_image=inference_ms_per_image,
     )
     if not succeeded:
@@ -316,7 +317,7 @@ def fail_job(
         session,
         _owned(job_id, attempt),
         status=status,
-        finished_at=utcnow(),
+        finished_at=database_now(session),
         error={"code": code, "message": message, "retryable": retryable},
     )
 
@@ -327,7 +328,10 @@ def release_for_retry(session: Session, *, job_id: str, attempt: int) -> bool:
     ``attempts`` stays: the next claim gets a new number, so this attempt's fence is dead.
     """
     return _transition(
-        session, _owned(job_id, attempt), crashes=_one_crash_less(), **_back_to_queue(utcnow())
+        session,
+        _owned(job_id, attempt),
+        crashes=_one_crash_less(),
+        **_back_to_queue(database_now(session)),
     )
 
 
@@ -356,7 +360,7 @@ def request_cancel(session: Session, *, job_id: str) -> Job | None:
         session,
         queued,
         status=JobStatus.CANCELLED,
-        finished_at=utcnow(),
+        finished_at=database_now(session),
         cancel_requested=True,
         error=_cancelled_error(),
     )
@@ -376,7 +380,7 @@ def requeue_failed(session: Session, *, job_id: str) -> bool:
     return _transition(
         session,
         (Job.id == job_id, Job.status == JobStatus.FAILED),
-        **_back_to_queue(utcnow()),
+        **_back_to_queue(database_now(session)),
         error=None,
         result=None,
         crashes=0,
@@ -414,7 +418,7 @@ def reap(
     backlog every interval filled the queue with duplicates, and an autoscaler that scales on
     queue length with them. Without it (broker depth unknown) every overdue job is re-sent.
     """
-    now = utcnow()
+    now = database_now(session)
     requeue: list[tuple[str, str]] = []
     failed: list[str] = []
     cancelled: list[str] = []

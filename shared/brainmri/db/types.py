@@ -5,9 +5,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime
+from sqlalchemy import JSON, DateTime, func, select
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import Session
 from sqlalchemy.types import TypeDecorator
 
 #: JSONB on PostgreSQL (indexable, compact), plain JSON text elsewhere.
@@ -35,4 +36,19 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 
 def utcnow() -> datetime:
+    """This host's clock: for what only this host compares (timings, local logs)."""
     return datetime.now(UTC)
+
+
+def database_now(session: Session) -> datetime:
+    """The database server's clock, for every time that another host compares.
+
+    Why: a heartbeat written by a worker is judged stale by the reaper of another host, and a
+    claim compares it with the claiming worker's time. With each host's own clock, a worker
+    whose clock ran a minute behind looked dead while it worked, and its job was handed to a
+    second worker. PostgreSQL's ``clock_timestamp()`` is one clock for all of them (``now()``
+    would be the start of the transaction). SQLite is embedded mode: one host, one clock.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        return session.execute(select(func.clock_timestamp())).scalar_one()
+    return utcnow()

@@ -16,7 +16,7 @@ from celery import Celery
 from brainmri.config import Settings
 from brainmri.db.jobs import ReapResult, reap
 from brainmri.db.session import session_scope
-from brainmri.db.types import utcnow
+from brainmri.db.types import database_now
 from brainmri.jobs.artifacts import remove_artifacts
 from brainmri.jobs.enqueue import send_job
 from brainmri.jobs.names import QUEUE_FOR_KIND
@@ -46,8 +46,8 @@ def reap_once(settings: Settings, app: Celery) -> ReapResult:
     Messages are sent and artifacts removed only after the transaction commits.
     """
     waiting = _messages_waiting(settings)
-    now = utcnow()
     with session_scope(settings.resolved_database_url) as session:
+        now = database_now(session)  # the clock the heartbeats were written by
         result = reap(
             session,
             stale_before=now - timedelta(seconds=settings.job_stale_after_seconds),

@@ -45,7 +45,7 @@ from brainmri.db.jobs import (
 )
 from brainmri.db.models import Job, JobStatus
 from brainmri.db.session import DATABASE_OUTAGE_ERRORS, session_scope
-from brainmri.db.types import utcnow
+from brainmri.db.types import database_now
 from brainmri.errors import BrainMRIError, InputError
 from brainmri.jobs.artifacts import (
     artifact_prefix,
@@ -248,14 +248,14 @@ def _claim(task: Task, settings: Settings, job_id: str) -> JobContext | None:
     claim) gets its artifacts removed: a redelivered message is the last chance to tidy it.
     """
     worker = worker_identity(task.request.hostname)
-    stale_before = utcnow() - timedelta(seconds=settings.job_stale_after_seconds)
+    stale_after = timedelta(seconds=settings.job_stale_after_seconds)
     try:
         with session_scope(settings.resolved_database_url) as session:
             claim = claim_job(
                 session,
                 job_id=job_id,
                 worker=worker,
-                stale_before=stale_before,
+                stale_before=database_now(session) - stale_after,
                 max_attempts=settings.job_max_attempts,
             )
             if claim is not None:

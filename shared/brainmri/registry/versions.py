@@ -18,7 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from brainmri.db.models import ModelStage, ModelVersion
-from brainmri.db.types import utcnow
+from brainmri.db.types import database_now
 from brainmri.errors import BrainMRIError
 from brainmri.models.bundle import METADATA_FILE, read_metadata, sha256_file
 from brainmri.storage import ObjectStore
@@ -79,7 +79,7 @@ def register_bundle(
         artifact_prefix=prefix,
         artifact_sha256=digests,
         stage_reason=reason,
-        created_at=utcnow(),
+        created_at=database_now(session),
     )
     session.add(row)
     session.flush()
@@ -215,7 +215,7 @@ def _switch_production(
             current.stage_reason = f"replaced by {target.version}"
             session.flush()
         target.stage = ModelStage.PRODUCTION
-        target.promoted_at = utcnow()
+        target.promoted_at = database_now(session)
         target.promoted_by = by
         target.stage_reason = reason or "promoted"
         session.flush()
