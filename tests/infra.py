@@ -27,7 +27,6 @@ from brainmri.config import Settings
 from brainmri.db.jobs import Claim, claim_job
 from brainmri.db.migrate import upgrade
 from brainmri.db.session import session_scope
-from brainmri.db.types import utcnow
 from brainmri_api.main import create_app
 from tests.conftest import make_bundle, need
 
@@ -65,7 +64,7 @@ def claim_as(url: str, job_id: str, worker: str) -> Claim:
             session,
             job_id=job_id,
             worker=worker,
-            stale_before=utcnow() - timedelta(minutes=5),
+            stale_after=timedelta(minutes=5),
             max_attempts=3,
         )
         assert claim is not None, f"{worker} could not claim job {job_id}"

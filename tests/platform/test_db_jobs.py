@@ -63,7 +63,7 @@ def _claim(
             session,
             job_id=job_id,
             worker=worker,
-            stale_before=utcnow() - timedelta(seconds=stale_seconds),
+            stale_after=timedelta(seconds=stale_seconds),
             max_attempts=max_attempts,
         )
         return None if claim is None else claim.attempt
@@ -170,10 +170,12 @@ def test_reaper_requeues_stale_jobs_and_fails_poison_jobs(db_url: str) -> None:
     _claim(db_url, stale)
     for _ in range(3):  # three workers died on it
         _claim(db_url, poison, stale_seconds=-1)
-    later = utcnow() + timedelta(seconds=60)
     with session_scope(db_url) as session:
         result = reap(
-            session, stale_before=later, queued_before=utcnow() - timedelta(hours=1), max_attempts=3
+            session,
+            stale_after=timedelta(seconds=-60),
+            queued_after=timedelta(hours=1),
+            max_attempts=3,
         )
     assert (stale, "predict") in result.requeue
     assert poison in result.failed
@@ -189,8 +191,8 @@ def _reap_everything_due(session: Session, waiting: dict[str, int] | None = None
     """A reaper pass for which every running job is stale and every queued one overdue."""
     return reap(
         session,
-        stale_before=utcnow(),
-        queued_before=utcnow() + timedelta(seconds=1),
+        stale_after=timedelta(0),
+        queued_after=timedelta(seconds=-1),
         max_attempts=3,
         waiting=waiting,
     )
@@ -202,8 +204,8 @@ def test_reaper_resends_jobs_whose_message_was_lost(db_url: str) -> None:
         result = _reap_everything_due(session)
         again = reap(
             session,
-            stale_before=utcnow(),
-            queued_before=utcnow() - timedelta(minutes=5),
+            stale_after=timedelta(0),
+            queued_after=timedelta(minutes=5),
             max_attempts=3,
         )
     assert (job_id, "predict") in result.requeue
@@ -301,8 +303,8 @@ def test_a_job_sent_back_to_the_queue_starts_its_progress_again(db_url: str) -> 
     with session_scope(db_url) as session:
         result = reap(
             session,
-            stale_before=utcnow() + timedelta(seconds=60),
-            queued_before=utcnow() - timedelta(hours=1),
+            stale_after=timedelta(seconds=-60),
+            queued_after=timedelta(hours=1),
             max_attempts=3,
         )
     assert (reaped, "predict") in result.requeue
@@ -320,10 +322,13 @@ def test_a_cancelled_job_whose_worker_died_is_cancelled_by_the_reaper(db_url: st
     _claim(db_url, job_id)
     with session_scope(db_url) as session:
         assert request_cancel(session, job_id=job_id).status == "running"
-    later = utcnow() + timedelta(seconds=60)  # its worker died before seeing the request
+    # Its worker died before seeing the request: a reaper for which every heartbeat is stale.
     with session_scope(db_url) as session:
         result = reap(
-            session, stale_before=later, queued_before=utcnow() - timedelta(hours=1), max_attempts=3
+            session,
+            stale_after=timedelta(seconds=-60),
+            queued_after=timedelta(hours=1),
+            max_attempts=3,
         )
     assert job_id in result.cancelled
     assert job_id not in result.failed
@@ -483,8 +488,8 @@ def test_a_worker_whose_clock_runs_behind_is_not_taken_for_dead(
     with session_scope(postgres_url) as session:
         result = reap(
             session,
-            stale_before=utcnow() - timedelta(seconds=60),
-            queued_before=utcnow() - timedelta(hours=1),
+            stale_after=timedelta(seconds=60),
+            queued_after=timedelta(hours=1),
             max_attempts=3,
         )
     assert job_id not in {requeued for requeued, _ in result.requeue}

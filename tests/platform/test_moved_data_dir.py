@@ -7,6 +7,7 @@ Before the fix the artifact download of a job completed before the move answered
 from __future__ import annotations
 
 import shutil
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,6 @@ from brainmri.config import Settings
 from brainmri.db.jobs import claim_job, complete_job, create_job
 from brainmri.db.migrate import upgrade
 from brainmri.db.session import get_engine, session_scope
-from brainmri.db.types import utcnow
 from brainmri.storage import ForeignObjectURIError, ObjectNotFoundError, open_store, store_for_uri
 
 JOB = "11111111-1111-4111-8111-111111111111"
@@ -41,7 +41,7 @@ def _complete_job_with_artifacts(settings: Settings) -> dict[str, str]:
     with session_scope(url) as session:
         create_job(session, job_id=JOB, kind="predict", owner="x", params={})
     with session_scope(url) as session:
-        claim_job(session, job_id=JOB, worker="w", stale_before=utcnow(), max_attempts=3)
+        claim_job(session, job_id=JOB, worker="w", stale_after=timedelta(0), max_attempts=3)
         complete_job(
             session, job_id=JOB, attempt=1, result={}, model_version="v", artifacts=artifacts
         )

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, case, delete, func, or_, select, update
@@ -160,7 +160,7 @@ def claim_job(
     *,
     job_id: str,
     worker: str,
-    stale_before: datetime,
+    stale_after: timedelta,
     max_attempts: int,
 ) -> Claim | None:
     """Take the job for this worker, or None (finished, cancelled, or someone else has it).
@@ -170,8 +170,12 @@ def claim_job(
     crashed ``max_attempts`` workers is marked failed instead of being run again, so a poison
     job cannot loop forever. Either way its artifacts are the caller's to remove (see
     :func:`ended_without_result`).
+
+    A running job counts as abandoned once its heartbeat is older than ``stale_after`` by
+    the database's clock, the clock every heartbeat is written by: one read serves both.
     """
     now = database_now(session)
+    stale_before = now - stale_after
     claimable = or_(
         Job.status == JobStatus.QUEUED,
         and_(Job.status == JobStatus.RUNNING, Job.heartbeat_at < stale_before),
@@ -230,6 +234,17 @@ def artifact_owners(session: Session, job_ids: Sequence[str]) -> dict[str, Artif
         for job_id, status, attempts in rows:
             owners[job_id] = ArtifactOwner(JobStatus(status), int(attempts))
     return owners
+
+
+def existing_job_ids(session: Session, job_ids: Sequence[str]) -> set[str]:
+    """The ids in ``job_ids`` that have a job row (chunked: lists can be long)."""
+    ids = list(job_ids)
+    found: set[str] = set()
+    for start in range(0, len(ids), 500):
+        found.update(
+            session.execute(select(Job.id).where(Job.id.in_(ids[start : start + 500]))).scalars()
+        )
+    return found
 
 
 def ended_without_result(session: Session, *, job_id: str) -> bool:
@@ -402,8 +417,8 @@ class ReapResult:
 def reap(
     session: Session,
     *,
-    stale_before: datetime,
-    queued_before: datetime,
+    stale_after: timedelta,
+    queued_after: timedelta,
     max_attempts: int,
     waiting: Mapping[str, int] | None = None,
 ) -> ReapResult:
@@ -411,7 +426,8 @@ def reap(
 
     Such a job that was asked to stop is finished as cancelled, never sent again.
 
-    A job queued for longer than ``queued_before`` *may* have lost its message, or may just
+    Both ages are judged by the database's clock, which wrote every heartbeat and enqueue
+    time. A job queued for longer than ``queued_after`` *may* have lost its message, or may just
     be waiting behind a backlog. With ``waiting`` (messages in the broker per job kind), only
     as many of the oldest such jobs are sent again as the broker is missing messages for
     (queued jobs of that kind minus messages waiting): re-sending every overdue job of a long
@@ -419,6 +435,7 @@ def reap(
     queue length with them. Without it (broker depth unknown) every overdue job is re-sent.
     """
     now = database_now(session)
+    stale_before, queued_before = now - stale_after, now - queued_after
     requeue: list[tuple[str, str]] = []
     failed: list[str] = []
     cancelled: list[str] = []

@@ -45,10 +45,24 @@ def artifact_prefix(job_id: str, attempt: int | None = None) -> str:
     return base if attempt is None else f"{base}{attempt}/"
 
 
+def upload_prefix(job_id: str) -> str:
+    """The folder holding everything uploaded for ``job_id``."""
+    return f"{UPLOADS_ROOT}{job_id}/"
+
+
 def upload_key(job_id: str, extension: str) -> str:
     """Where the API stores a job's sanitized input: written before the job row exists, so a
     crash in between leaves a folder that :func:`brainmri.jobs.sweep.sweep_uploads` removes."""
-    return f"{UPLOADS_ROOT}{job_id}/input{extension}"
+    return f"{upload_prefix(job_id)}input{extension}"
+
+
+def upload_owner(key: str) -> str | None:
+    """The job id whose upload folder (see :func:`upload_key`) holds the stored object ``key``,
+    or None for a key that is not a file inside one."""
+    parts = key.split("/")
+    if len(parts) < 3 or f"{parts[0]}/" != UPLOADS_ROOT or not all(parts[1:3]):
+        return None
+    return parts[1]
 
 
 def remove_artifacts(store: ObjectStore, job_id: str, attempt: int | None = None) -> None:

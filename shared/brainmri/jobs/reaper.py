@@ -16,7 +16,6 @@ from celery import Celery
 from brainmri.config import Settings
 from brainmri.db.jobs import ReapResult, reap
 from brainmri.db.session import session_scope
-from brainmri.db.types import database_now
 from brainmri.jobs.artifacts import remove_artifacts
 from brainmri.jobs.enqueue import send_job
 from brainmri.jobs.names import QUEUE_FOR_KIND
@@ -47,11 +46,10 @@ def reap_once(settings: Settings, app: Celery) -> ReapResult:
     """
     waiting = _messages_waiting(settings)
     with session_scope(settings.resolved_database_url) as session:
-        now = database_now(session)  # the clock the heartbeats were written by
         result = reap(
             session,
-            stale_before=now - timedelta(seconds=settings.job_stale_after_seconds),
-            queued_before=now - timedelta(seconds=settings.requeue_queued_after_seconds),
+            stale_after=timedelta(seconds=settings.job_stale_after_seconds),
+            queued_after=timedelta(seconds=settings.requeue_queued_after_seconds),
             max_attempts=settings.job_max_attempts,
             waiting=waiting,
         )

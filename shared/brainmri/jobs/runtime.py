@@ -45,7 +45,6 @@ from brainmri.db.jobs import (
 )
 from brainmri.db.models import Job, JobStatus
 from brainmri.db.session import DATABASE_OUTAGE_ERRORS, session_scope
-from brainmri.db.types import database_now
 from brainmri.errors import BrainMRIError, InputError
 from brainmri.jobs.artifacts import (
     artifact_prefix,
@@ -255,7 +254,7 @@ def _claim(task: Task, settings: Settings, job_id: str) -> JobContext | None:
                 session,
                 job_id=job_id,
                 worker=worker,
-                stale_before=database_now(session) - stale_after,
+                stale_after=stale_after,
                 max_attempts=settings.job_max_attempts,
             )
             if claim is not None:

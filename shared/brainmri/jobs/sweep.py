@@ -11,14 +11,21 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from brainmri.config import Settings
-from brainmri.db.jobs import artifact_owners
+from brainmri.db.jobs import artifact_owners, existing_job_ids
 from brainmri.db.models import JobStatus
 from brainmri.db.session import session_scope
-from brainmri.jobs.artifacts import UPLOADS_ROOT, remove_attempts, stored_attempts
-from brainmri.registry.versions import MODELS_PREFIX, registered_prefixes
+from brainmri.jobs.artifacts import (
+    UPLOADS_ROOT,
+    remove_attempts,
+    stored_attempts,
+    upload_owner,
+    upload_prefix,
+)
+from brainmri.registry.versions import MODELS_PREFIX, bundle_prefix_of, registered_prefixes
 from brainmri.storage import ObjectStore, open_store
 
 log = logging.getLogger(__name__)
@@ -78,12 +85,14 @@ def sweep_bundles(settings: Settings, grace_seconds: float) -> list[str]:
     whose newest file is older than ``grace_seconds`` is removed: no upload takes that long.
     """
     store = open_store(settings)
-    folders = _folders_by_newest_write(store, f"{MODELS_PREFIX}/", depth=3)
-    if not folders:
+    newest = _newest_write_by(store, f"{MODELS_PREFIX}/", bundle_prefix_of)
+    if not newest:
         return []
     with session_scope(settings.resolved_database_url) as session:
-        orphans = set(folders) - registered_prefixes(session)
-    removed = _remove_settled(store, orphans, folders, grace_seconds)
+        orphans = set(newest) - registered_prefixes(session)
+    removed = _settled(orphans, newest, grace_seconds)
+    for folder in removed:
+        store.delete_prefix(folder)
     if removed:
         log.warning("bundle sweep removed unregistered bundle folders: %s", removed)
     return removed
@@ -98,14 +107,14 @@ def sweep_uploads(settings: Settings, grace_seconds: float) -> list[str]:
     so an upload whose row is being inserted right now is left alone.
     """
     store = open_store(settings)
-    folders = _folders_by_newest_write(store, UPLOADS_ROOT, depth=2)
-    if not folders:
+    newest = _newest_write_by(store, UPLOADS_ROOT, upload_owner)
+    if not newest:
         return []
-    job_of = {folder: folder[len(UPLOADS_ROOT) :].rstrip("/") for folder in folders}
     with session_scope(settings.resolved_database_url) as session:
-        existing = set(artifact_owners(session, list(job_of.values())))
-    orphans = {folder for folder, job_id in job_of.items() if job_id not in existing}
-    removed = _remove_settled(store, orphans, folders, grace_seconds)
+        orphans = set(newest) - existing_job_ids(session, list(newest))
+    removed = [upload_prefix(job_id) for job_id in _settled(orphans, newest, grace_seconds)]
+    for folder in removed:
+        store.delete_prefix(folder)
     if removed:
         log.warning(
             "upload sweep removed %d upload folder(s) of jobs that do not exist", len(removed)
@@ -113,40 +122,36 @@ def sweep_uploads(settings: Settings, grace_seconds: float) -> list[str]:
     return removed
 
 
-def _folders_by_newest_write(store: ObjectStore, root: str, depth: int) -> dict[str, float | None]:
-    """Each folder ``depth`` path segments deep under ``root`` (``root`` included), with the
-    newest write time of its files (None if the store cannot tell for any of them)."""
+def _newest_write_by(
+    store: ObjectStore, root: str, owner_of: Callable[[str], str | None]
+) -> dict[str, float | None]:
+    """The newest write time of the files under ``root``, by owner (``owner_of(key)``; keys
+    it returns None for are not ours to judge). None where the store cannot tell for any of
+    an owner's files."""
     newest: dict[str, float | None] = {}
     for info in store.list(root):
-        parts = info.key.split("/")
-        if len(parts) <= depth:
-            continue  # a file directly at folder level, not inside one: not ours to judge
-        folder = "/".join(parts[:depth]) + "/"
-        seen = newest.get(folder, float("-inf"))
-        newest[folder] = None if seen is None or info.modified is None else max(seen, info.modified)
+        owner = owner_of(info.key)
+        if owner is None:
+            continue
+        seen = newest.get(owner, float("-inf"))
+        newest[owner] = None if seen is None or info.modified is None else max(seen, info.modified)
     return newest
 
 
-def _remove_settled(
-    store: ObjectStore,
-    orphans: set[str],
-    newest_write: dict[str, float | None],
-    grace_seconds: float,
+def _settled(
+    orphans: set[str], newest_write: dict[str, float | None], grace_seconds: float
 ) -> list[str]:
-    """Delete each orphan folder last written more than ``grace_seconds`` ago.
+    """The orphans last written more than ``grace_seconds`` ago, sorted.
 
     The age is judged against the store's clock as the listing reported it, compared with this
     host's clock: the grace (an hour by default) dwarfs any sane skew.
     """
     cutoff = time.time() - grace_seconds
-    removed = sorted(
-        folder
-        for folder in orphans
-        if (written := newest_write[folder]) is not None and written < cutoff
+    return sorted(
+        orphan
+        for orphan in orphans
+        if (written := newest_write[orphan]) is not None and written < cutoff
     )
-    for folder in removed:
-        store.delete_prefix(folder)
-    return removed
 
 
 class Sweeper:

@@ -39,6 +39,15 @@ def bundle_prefix(name: str, version: str) -> str:
     return f"{MODELS_PREFIX}/{name}/{version}/"
 
 
+def bundle_prefix_of(key: str) -> str | None:
+    """The bundle folder (:func:`bundle_prefix`) that holds the stored object ``key``, or None
+    for a key that is not a file inside one."""
+    parts = key.split("/")
+    if len(parts) < 4 or parts[0] != MODELS_PREFIX or not all(parts[1:4]):
+        return None
+    return bundle_prefix(parts[1], parts[2])
+
+
 def register_bundle(
     session: Session,
     store: ObjectStore,
