@@ -22,7 +22,7 @@ from sqlalchemy import and_, case, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from brainmri.db.models import Job, JobStatus, Prediction
-from brainmri.db.types import database_now
+from brainmri.db.types import database_now, database_now_value
 
 
 @dataclass(frozen=True, slots=True)
@@ -276,7 +276,7 @@ def heartbeat(
     progress: float | None = None,
     detail: dict[str, Any] | None = None,
 ) -> HeartbeatState:
-    values: dict[str, Any] = {"heartbeat_at": database_now(session)}
+    values: dict[str, Any] = {"heartbeat_at": database_now_value(session)}
     if progress is not None:
         values["progress"] = max(0.0, min(1.0, progress))
     if detail is not None:
