@@ -13,7 +13,7 @@ cancelled (by the reaper, or by the next claim) rather than run again.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -226,10 +226,9 @@ class ArtifactOwner:
 def artifact_owners(session: Session, job_ids: Sequence[str]) -> dict[str, ArtifactOwner]:
     """The state of each job in ``job_ids`` that still exists (chunked: lists can be long)."""
     owners: dict[str, ArtifactOwner] = {}
-    ids = list(job_ids)
-    for start in range(0, len(ids), 500):
+    for chunk in _id_chunks(job_ids):
         rows = session.execute(
-            select(Job.id, Job.status, Job.attempts).where(Job.id.in_(ids[start : start + 500]))
+            select(Job.id, Job.status, Job.attempts).where(Job.id.in_(chunk))
         ).all()
         for job_id, status, attempts in rows:
             owners[job_id] = ArtifactOwner(JobStatus(status), int(attempts))
@@ -238,13 +237,18 @@ def artifact_owners(session: Session, job_ids: Sequence[str]) -> dict[str, Artif
 
 def existing_job_ids(session: Session, job_ids: Sequence[str]) -> set[str]:
     """The ids in ``job_ids`` that have a job row (chunked: lists can be long)."""
-    ids = list(job_ids)
     found: set[str] = set()
-    for start in range(0, len(ids), 500):
-        found.update(
-            session.execute(select(Job.id).where(Job.id.in_(ids[start : start + 500]))).scalars()
-        )
+    for chunk in _id_chunks(job_ids):
+        found.update(session.execute(select(Job.id).where(Job.id.in_(chunk))).scalars())
     return found
+
+
+def _id_chunks(job_ids: Sequence[str], size: int = 500) -> Iterator[list[str]]:
+    """``job_ids`` in lists of at most ``size``: one ``IN (...)`` of thousands of ids can
+    exceed a driver's parameter limit (SQLite's is 32,766)."""
+    ids = list(job_ids)
+    for start in range(0, len(ids), size):
+        yield ids[start : start + size]
 
 
 def ended_without_result(session: Session, *, job_id: str) -> bool:
