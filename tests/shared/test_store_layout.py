@@ -1,7 +1,8 @@
 """The object-store layout the sweeps judge by: which folder, and whose, a stored key is in.
 
-A sweep deletes whole folders, so a key it misreads (a stray file beside the folders, a
-marker object, another prefix that merely starts alike) must map to no folder at all."""
+A sweep deletes whole folders once their newest key is old enough, so a key it misreads either
+way is a bug: one beside the folders or under a prefix that merely starts alike must map to no
+folder, and every key that deleting a folder would remove - odd ones too - must map to it."""
 
 from __future__ import annotations
 
@@ -17,11 +18,17 @@ def test_a_bundle_file_maps_back_to_its_bundle_folder() -> None:
     assert bundle_prefix_of(prefix + "plots/roc.png") == prefix
 
 
+@pytest.mark.parametrize("rest", ["", "plots//roc.png", "/model.safetensors"])
+def test_odd_keys_inside_a_bundle_folder_still_count_for_it(rest: str) -> None:
+    prefix = bundle_prefix("brainmri", "v1")
+    assert bundle_prefix_of(prefix + rest) == prefix
+
+
 @pytest.mark.parametrize(
     "key",
     [
         "models/brainmri/stray-file.json",  # beside the version folders, not inside one
-        "models/brainmri/v1/",  # a folder marker, not a file
+        "models/brainmri/",  # the model's folder, not a version's
         "models//v1/model.safetensors",
         "modelsX/brainmri/v1/model.safetensors",
         "uploads/job/input.png",
@@ -37,8 +44,13 @@ def test_an_upload_maps_back_to_its_job() -> None:
     assert upload_owner(key) == "3f2a-job"
 
 
+@pytest.mark.parametrize("rest", ["", "/input.png", "a//input.png"])
+def test_odd_keys_inside_an_upload_folder_still_count_for_its_job(rest: str) -> None:
+    assert upload_owner(upload_prefix("3f2a-job") + rest) == "3f2a-job"
+
+
 @pytest.mark.parametrize(
-    "key", ["uploads/stray.png", "uploads/job/", "uploads//input.png", "uploadsX/job/input.png"]
+    "key", ["uploads/stray.png", "uploads/", "uploads//input.png", "uploadsX/job/input.png"]
 )
 def test_keys_outside_an_upload_folder_belong_to_no_job(key: str) -> None:
     assert upload_owner(key) is None

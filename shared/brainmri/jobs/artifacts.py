@@ -58,9 +58,12 @@ def upload_key(job_id: str, extension: str) -> str:
 
 def upload_owner(key: str) -> str | None:
     """The job id whose upload folder (see :func:`upload_key`) holds the stored object ``key``,
-    or None for a key that is not a file inside one."""
-    parts = key.split("/")
-    if len(parts) < 3 or f"{parts[0]}/" != UPLOADS_ROOT or not all(parts[1:3]):
+    or None for a key that is not inside one.
+
+    Every key under the folder counts, odd ones (a marker, an empty segment) included: deleting
+    the folder deletes them too, so their write times must count towards its age."""
+    parts = key.split("/", 2)
+    if len(parts) < 3 or f"{parts[0]}/" != UPLOADS_ROOT or not parts[1]:
         return None
     return parts[1]
 

@@ -41,9 +41,10 @@ def bundle_prefix(name: str, version: str) -> str:
 
 def bundle_prefix_of(key: str) -> str | None:
     """The bundle folder (:func:`bundle_prefix`) that holds the stored object ``key``, or None
-    for a key that is not a file inside one."""
-    parts = key.split("/")
-    if len(parts) < 4 or parts[0] != MODELS_PREFIX or not all(parts[1:4]):
+    for a key that is not inside one. As for uploads (:func:`brainmri.jobs.artifacts.
+    upload_owner`), every key the folder's deletion would remove counts."""
+    parts = key.split("/", 3)
+    if len(parts) < 4 or parts[0] != MODELS_PREFIX or not all(parts[1:3]):
         return None
     return bundle_prefix(parts[1], parts[2])
 
