@@ -277,3 +277,28 @@ def test_views_ask_for_a_key_first(browser, stack: Stack) -> None:  # type: igno
         "() => document.querySelector('#key-status').textContent.includes('invalid API key')"
     )
     context.close()
+
+
+def test_api_docs_render_with_every_other_host_unreachable(browser, stack: Stack) -> None:  # type: ignore[no-untyped-def]
+    """As on a hospital network without internet: any request leaving this server fails."""
+    context = browser.new_context(viewport={"width": 1200, "height": 900})
+    elsewhere: list[str] = []
+
+    def only_this_server(route) -> None:  # type: ignore[no-untyped-def]
+        if route.request.url.startswith(stack.base):
+            route.continue_()
+        else:
+            elsewhere.append(route.request.url)
+            route.abort()
+
+    context.route("**/*", only_this_server)
+    tab = context.new_page()
+    console = Console()
+    tab.on("pageerror", console.on_page_error)
+    tab.goto(f"{stack.base}/docs")
+    tab.wait_for_selector(".opblock-summary-path", timeout=30_000)
+    assert "/v1/jobs/predict" in tab.content()
+    screenshot(tab, "api-docs.png")
+    context.close()
+    assert not elsewhere, elsewhere
+    assert not console.problems, console.problems

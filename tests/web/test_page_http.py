@@ -178,3 +178,35 @@ def test_page_routes_stay_out_of_the_api_schema(client: TestClient) -> None:
     paths = client.get("/openapi.json").json()["paths"]
     assert "/v1/me" in paths
     assert "/" not in paths and not any(p.startswith("/static") for p in paths)
+
+
+def test_api_docs_load_every_file_from_this_server(client: TestClient) -> None:
+    """A hospital network without internet must still get working docs: no CDN, no fonts."""
+    response = client.get("/docs")
+    assert response.status_code == 200 and "text/html" in response.headers["content-type"]
+    urls = [
+        attrs.get("src") or attrs.get("href") or ""
+        for tag, attrs in _tags(response.text)
+        if tag in ("script", "link") and (attrs.get("src") or attrs.get("href"))
+    ]
+    assert urls and all(url.startswith("/docs/assets/") for url in urls), urls
+    assert "//" not in "".join(urls) and "cdn" not in response.text.lower()
+    for url in urls:
+        asset = client.get(url)
+        assert asset.status_code == 200 and len(asset.content) > 1000, url
+        kind = {".js": "text/javascript", ".css": "text/css", ".png": "image/png"}
+        assert asset.headers["content-type"].startswith(kind[Path(url).suffix]), url
+
+
+def test_the_docs_read_the_schema_from_this_server(client: TestClient) -> None:
+    assert "url: '/openapi.json'" in client.get("/docs").text
+    assert client.get("/redoc").status_code == 404  # off: it would call a CDN for its logo
+    script = client.get("/docs/assets/swagger-ui-bundle.js").text
+    assert "SwaggerUIBundle" in script
+
+
+@pytest.mark.parametrize(
+    "name", ["index.html", "..%2F..%2Fpyproject.toml", "core.py", "redoc.standalone.js"]
+)
+def test_only_the_listed_docs_assets_are_served(client: TestClient, name: str) -> None:
+    assert client.get(f"/docs/assets/{name}").status_code == 404

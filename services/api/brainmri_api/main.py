@@ -18,7 +18,7 @@ from brainmri_api.auth import KeyRing
 from brainmri_api.errors import install_error_handlers
 from brainmri_api.limits import BodyLimitMiddleware
 from brainmri_api.observability import Metrics, RequestMiddleware
-from brainmri_api.routes import health, jobs, legacy, me, models, web
+from brainmri_api.routes import docs, health, jobs, legacy, me, models, web
 from brainmri_api.state import AppState
 
 log = logging.getLogger(__name__)
@@ -55,6 +55,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description=DESCRIPTION,
         lifespan=lifespan,
         license_info={"name": "MIT"},
+        docs_url=None,  # served by routes.docs, without a CDN
+        redoc_url=None,  # ReDoc loads its logo from a CDN (see routes.docs)
     )
     app.state.brainmri = state
     install_error_handlers(app)
@@ -64,6 +66,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(models.router)
     app.include_router(me.router)
     app.include_router(web.router)
+    app.include_router(docs.router)
     app.add_middleware(BodyLimitMiddleware, max_body=settings.max_upload_bytes)
     app.add_middleware(RequestMiddleware, metrics=metrics)
     return app
