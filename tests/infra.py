@@ -13,9 +13,10 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psycopg2
@@ -92,6 +93,32 @@ def fresh_database() -> Iterator[str]:
         with admin.cursor() as cursor:
             cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.close()
+
+
+def _sqlite_database(folder: Path) -> str:
+    url = f"sqlite:///{folder / 'brainmri.db'}"
+    upgrade(url)
+    return url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_database(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The test once on a fresh SQLite file (embedded mode) and once on the session's
+    PostgreSQL database, which other tests' rows share."""
+    if request.param == "sqlite":
+        return _sqlite_database(tmp_path)
+    return request.getfixturevalue("postgres_url")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def isolated_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """As ``any_database``, but PostgreSQL too is a database of this test's own: for tests
+    that count rows which other tests' processes also write."""
+    if request.param == "sqlite":
+        yield _sqlite_database(tmp_path)
+        return
+    with fresh_database() as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
@@ -341,6 +368,23 @@ def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
     server = PrivateRedis(tmp_path / "redis").start()
     yield server
     server.stop()
+
+
+def poll_readyz(
+    client: httpx.Client | TestClient,
+    condition: Callable[[dict[str, Any]], object],
+    timeout: float = 15.0,
+) -> dict[str, Any]:
+    """``/readyz``'s body once ``condition`` holds for it: worker reports come once per reaper
+    interval, so one loaded moment must not fail a test."""
+    deadline = time.monotonic() + timeout
+    while True:
+        body = client.get("/readyz").json()
+        if "workers" in body and condition(body):
+            return body
+        if time.monotonic() > deadline:
+            raise AssertionError(f"/readyz never met the condition: {body}")
+        time.sleep(0.2)
 
 
 def wait_for_job(

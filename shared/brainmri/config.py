@@ -13,6 +13,7 @@ The README's settings table is generated from the field descriptions here
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -398,6 +399,14 @@ class Settings(BaseSettings):
     @property
     def worker_queue_list(self) -> list[str]:
         return [queue.strip() for queue in self.worker_queues.split(",") if queue.strip()]
+
+    @property
+    def worker_alive_within(self) -> timedelta:
+        """A worker silent this long is presumed gone: the job staleness window, and never
+        under two reaper intervals (its reports come once per interval)."""
+        return timedelta(
+            seconds=max(self.job_stale_after_seconds, 2 * self.reaper_interval_seconds)
+        )
 
     @property
     def broker_visibility_timeout(self) -> int:

@@ -39,13 +39,9 @@ from brainmri.db.types import utcnow
 from tests.infra import fresh_database
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'jobs.db'}"
-        upgrade(url)
-        return url
-    return request.getfixturevalue("postgres_url")
+@pytest.fixture
+def db_url(any_database: str) -> str:
+    return any_database
 
 
 def _new_job(url: str, kind: str = "predict") -> str:

@@ -13,11 +13,14 @@ from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy import select
 
 from brainmri.config import Settings
+from brainmri.db.models import Worker
+from brainmri.db.session import session_scope
 from brainmri.phantom import phantom_png, write_phantom_dataset
 from brainmri_api.server import embedded_api_key
-from tests.infra import EMBEDDED_WORKER_QUEUES, EmbeddedServer
+from tests.infra import EMBEDDED_WORKER_QUEUES, EmbeddedServer, poll_readyz
 
 
 @pytest.fixture(scope="module")
@@ -71,6 +74,10 @@ def test_predict_and_evaluate_jobs_with_no_services(server: EmbeddedServer) -> N
         assert results[evaluate["job_id"]]["result"]["n_labeled"] == 12
         ready = client.get("/readyz")
         assert ready.status_code == 200, ready.text
+        # One command started workers for every queue; each reports itself alive.
+        body = poll_readyz(client, lambda body: all(body["workers"].values()))
+        assert set(body["workers"]) == {"predict", "evaluate", "train"}
+        assert "warnings" not in body, body
     objects = Path(server.log).parent / "data" / "objects"
     assert (objects / "uploads" / created["job_id"] / "input.png").is_file()
     assert (objects / "artifacts" / created["job_id"] / "1" / "cam.png").is_file()  # attempt 1
@@ -177,6 +184,9 @@ def test_sigterm_stops_the_workers_before_serve_exits(
     assert code == 128 + signal.SIGTERM, log[-2000:]
     assert alive == [], log[-2000:]
     assert "embedded workers stopped" in log
+    # Both said goodbye: a stopped stack lists no live worker, not even within the window.
+    with session_scope(f"sqlite:///{tmp_path / 'data' / 'brainmri.db'}") as session:
+        assert session.scalars(select(Worker.name)).all() == []
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads process states in /proc")

@@ -31,6 +31,7 @@ from tests.infra import (
     S3Server,
     WorkerProcess,
     free_port,
+    poll_readyz,
     services_env,
     settings_from_env,
     wait_for_job,
@@ -468,6 +469,11 @@ def test_health_readiness_and_prometheus(stack: Stack) -> None:
     assert set(ready.json()["checks"]) == {"database", "broker", "object_store", "model"}
     job = wait_for_job(stack.client, submit_png(stack, USER)["job_id"], USER)
     assert job["status"] == "succeeded", job
+    # The stack's worker consumes predict and evaluate, and reports itself every second.
+    ready = poll_readyz(
+        stack.client, lambda body: body["workers"]["predict"] and body["workers"]["evaluate"]
+    )
+    assert set(ready["workers"]) == {"predict", "evaluate", "train"}
     stuck = str(uuid.uuid4())
     with session_scope(stack.settings.resolved_database_url) as session:
         create_job(session, job_id=stuck, kind="train", owner="nobody", params={})
@@ -486,6 +492,7 @@ def test_health_readiness_and_prometheus(stack: Stack) -> None:
     }
     # Samples, not names: a metric's HELP line names it even when it has no value.
     assert samples[("brainmri_jobs", (("kind", "predict"), ("status", "succeeded")))] >= 1
+    assert samples[("brainmri_live_workers", (("queue", "predict"),))] >= 1
     assert (("brainmri_queue_depth", (("queue", "predict"),))) in samples
     # A queue that nothing consumes shows as a growing age (no train worker runs here).
     assert samples[("brainmri_oldest_queued_job_age_seconds", (("kind", "train"),))] >= 120

@@ -1,9 +1,9 @@
 """Prometheus metrics and request logging.
 
 ``GET /metrics`` exposes request latency, jobs by kind and status, the age of the oldest
-queued job per kind, queue depth and inference time per image. All but the latency are read
-on scrape (from the database and the broker), so every API replica reports the same numbers
-and workers need no metrics endpoint of their own.
+queued job per kind, live workers and queue depth per queue, and inference time per image.
+All but the latency are read on scrape (from the database and the broker), so every API
+replica reports the same numbers and workers need no metrics endpoint of their own.
 """
 
 from __future__ import annotations
@@ -25,6 +25,8 @@ from brainmri.db.jobs import job_counts, oldest_queued
 from brainmri.db.models import Job, JobStatus
 from brainmri.db.session import session_scope
 from brainmri.db.types import database_now
+from brainmri.db.workers import live_workers_by_queue
+from brainmri.jobs.names import ALL_QUEUES
 from brainmri.jobs.queues import queue_depths
 from brainmri.logs import request_log_context
 
@@ -45,6 +47,12 @@ class PlatformCollector(Collector):
             "Seconds the longest-waiting queued job of each kind has been in its queue; alert "
             "on it to catch a queue that no live worker consumes",
             labels=["kind"],
+        )
+        live = GaugeMetricFamily(
+            "brainmri_live_workers",
+            "Worker processes that reported in the last staleness window, per queue they "
+            "consume; 0 means jobs of that queue wait for nothing",
+            labels=["queue"],
         )
         inference = GaugeMetricFamily(
             "brainmri_inference_seconds_per_image",
@@ -73,8 +81,16 @@ class PlatformCollector(Collector):
                     inference.add_metric([str(quantile)], value)
         except Exception:
             log.warning("metrics: database unavailable", exc_info=True)
+        try:  # apart: a database not yet migrated to the table must not hide the rest
+            with session_scope(self.settings.resolved_database_url) as session:
+                within = self.settings.worker_alive_within
+                for queue, count in live_workers_by_queue(session, ALL_QUEUES, within).items():
+                    live.add_metric([queue], count)
+        except Exception:
+            log.warning("metrics: live workers unknown", exc_info=True)
         yield jobs
         yield waiting
+        yield live
         yield inference
         depth = GaugeMetricFamily(
             "brainmri_queue_depth", "Messages waiting per queue", labels=["queue"]

@@ -1,4 +1,4 @@
-"""ORM tables: jobs, per-image predictions and the model registry.
+"""ORM tables: jobs, per-image predictions, the model registry, locks and live workers.
 
 Schema changes only through Alembic (``brainmri/db/migrations``); a test checks that the
 migrations produce exactly these tables.
@@ -167,3 +167,20 @@ class Lock(Base):
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     holder: Mapped[str] = mapped_column(String(255))
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Worker(Base):
+    """A worker or trainer process and the queues it consumes, as it last reported them.
+
+    Why: nothing else says whether anything consumes a queue. A job whose queue has no live
+    worker waits forever, and the reaper that would notice runs inside the workers themselves.
+    Each worker's reaper thread refreshes its row every pass (see :mod:`brainmri.db.workers`);
+    the API reads the rows for ``/readyz`` and ``/metrics``.
+    """
+
+    __tablename__ = "workers"
+
+    name: Mapped[str] = mapped_column(String(255), primary_key=True)  # host:pid
+    queues: Mapped[str] = mapped_column(String(255))  # comma-separated
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    seen_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)

@@ -18,6 +18,7 @@ from celery import signals
 from brainmri.config import get_settings
 from brainmri.devices import apply_device_tips, resolve_device
 from brainmri.jobs.celery_app import create_celery
+from brainmri.jobs.presence import PresenceReporter
 from brainmri.jobs.reaper import ReaperThread
 from brainmri.jobs.runtime import forgive_interrupted_jobs
 from brainmri.jobs.schedule import beat_schedule
@@ -40,6 +41,7 @@ app = create_celery(settings, include=task_modules(settings.worker_queue_list))
 # the check by name, whichever queues its own process consumes.
 app.conf.beat_schedule = beat_schedule(settings.retrain_schedule)
 _reaper: ReaperThread | None = None
+_presence: PresenceReporter | None = None
 
 
 @signals.setup_logging.connect
@@ -54,7 +56,9 @@ def _process_init(**_: object) -> None:
 
 @signals.worker_ready.connect
 def _start_reaper(**_: object) -> None:
-    global _reaper
+    global _reaper, _presence
+    _presence = PresenceReporter(settings)
+    _presence.start()
     _reaper = ReaperThread(settings, app)
     _reaper.start()
     log.info("worker ready on queues %s", ",".join(settings.worker_queue_list))
@@ -73,9 +77,13 @@ def _spare_running_jobs(sender: str | None = None, **_: object) -> None:
     threading.Thread(
         target=forgive_interrupted_jobs, args=(settings, sender), name="shutdown-forgive"
     ).start()
+    if _presence is not None:  # it takes no new jobs from now on
+        threading.Thread(target=_presence.leave, name="shutdown-presence").start()
 
 
 @signals.worker_shutdown.connect
 def _stop_reaper(**_: object) -> None:
     if _reaper is not None:
         _reaper.stop()
+    if _presence is not None:
+        _presence.leave()
