@@ -474,17 +474,25 @@ def test_health_readiness_and_prometheus(stack: Stack) -> None:
         stack.client, lambda body: body["workers"]["predict"] and body["workers"]["evaluate"]
     )
     assert set(ready["workers"]) == {"predict", "evaluate", "train"}
-    stuck = str(uuid.uuid4())
+    stuck, served = str(uuid.uuid4()), str(uuid.uuid4())
     with session_scope(stack.settings.resolved_database_url) as session:
         create_job(session, job_id=stuck, kind="train", owner="nobody", params={})
+        create_job(session, job_id=served, kind="predict", owner="nobody", params={})
         session.execute(
             update(Job).where(Job.id == stuck).values(enqueued_at=utcnow() - timedelta(minutes=2))
         )
     try:
         metrics_text = stack.client.get("/metrics").text
+        # No train worker runs here: a user reading the job is told why it waits.
+        waiting = stack.client.get(f"/v1/jobs/{stuck}", headers=ADMIN).json()
+        assert waiting["status"] == "queued"
+        assert "no live worker consumes the train queue" in waiting["waiting_reason"]
+        queued = stack.client.get(f"/v1/jobs/{served}", headers=ADMIN).json()
+        assert queued["status"] == "queued" and queued["waiting_reason"] is None
     finally:
         with session_scope(stack.settings.resolved_database_url) as session:
             delete_job(session, stuck)
+            delete_job(session, served)
     samples = {
         (sample.name, tuple(sorted(sample.labels.items()))): sample.value
         for family in text_string_to_metric_families(metrics_text)

@@ -51,6 +51,11 @@ class JobPublic(BaseModel):
     error: dict[str, Any] | None
     attempts: int
     links: JobLinks
+    waiting_reason: str | None = Field(
+        None,
+        description="Set on a queued job, when read on its own, if no live worker consumes its "
+        "queue: it waits until one starts.",
+    )
     disclaimer: str = DISCLAIMER
 
 
@@ -197,7 +202,7 @@ PUBLIC_PARAMS = (
 )
 
 
-def job_public(job: Job) -> JobPublic:
+def job_public(job: Job, *, waiting_reason: str | None = None) -> JobPublic:
     return JobPublic(
         job_id=job.id,
         kind=job.kind,
@@ -213,6 +218,7 @@ def job_public(job: Job) -> JobPublic:
         error=job.error,
         attempts=job.attempts,
         links=job_links(job),
+        waiting_reason=waiting_reason,
     )
 
 

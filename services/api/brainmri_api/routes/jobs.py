@@ -8,11 +8,14 @@ from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Query, Response, UploadFile, status
 from fastapi.exceptions import RequestValidationError
+from sqlalchemy.orm import Session
 
 from brainmri.db.jobs import get_job, list_jobs, request_cancel, requeue_failed
-from brainmri.db.models import JobKind, JobStatus
+from brainmri.db.models import Job, JobKind, JobStatus
+from brainmri.db.workers import live_workers_by_queue
 from brainmri.errors import InputError
 from brainmri.jobs.enqueue import send_job
+from brainmri.jobs.names import QUEUE_FOR_KIND
 from brainmri.sources import resolve_source
 from brainmri.storage import ObjectNotFoundError
 from brainmri_api.deps import AdminDep, PrincipalDep, SessionDep, StateDep
@@ -28,6 +31,7 @@ from brainmri_api.schemas import (
     job_links,
     job_public,
 )
+from brainmri_api.state import AppState
 from brainmri_api.submission import read_upload, submit_job, validate_upload
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -143,11 +147,25 @@ def list_my_jobs(
 
 
 @router.get("/{job_id}", response_model=JobPublic, responses=ERRORS, summary="Read a job")
-def read_job(job_id: str, session: SessionDep, principal: PrincipalDep) -> JobPublic:
+def read_job(
+    job_id: str, state: StateDep, session: SessionDep, principal: PrincipalDep
+) -> JobPublic:
     job = get_job(session, check_job_id(job_id), owner=principal.owner_filter)
     if job is None:
         raise NotFoundError(f"no job {job_id}")
-    return job_public(job)
+    return job_public(job, waiting_reason=_waiting_reason(job, state, session))
+
+
+def _waiting_reason(job: Job, state: AppState, session: Session) -> str | None:
+    """Why a queued job may wait indefinitely: nothing consumes its queue. A user polling a
+    job is told so, instead of watching ``queued`` without end."""
+    if job.status != JobStatus.QUEUED:
+        return None
+    queue = QUEUE_FOR_KIND[job.kind]
+    live = live_workers_by_queue(session, [queue], state.settings.worker_alive_within)
+    if live[queue]:
+        return None
+    return f"no live worker consumes the {queue} queue; the job waits until one starts"
 
 
 @router.post(
