@@ -174,13 +174,13 @@ class Worker(Base):
 
     Why: nothing else says whether anything consumes a queue. A job whose queue has no live
     worker waits forever, and the reaper that would notice runs inside the workers themselves.
-    Each worker's reaper thread refreshes its row every pass (see :mod:`brainmri.db.workers`);
-    the API reads the rows for ``/readyz`` and ``/metrics``.
+    Each worker's presence thread (:mod:`brainmri.jobs.presence`) refreshes its row every
+    reaper interval; the API reads the rows for ``/readyz``, ``/metrics`` and queued jobs.
     """
 
     __tablename__ = "workers"
 
-    name: Mapped[str] = mapped_column(String(255), primary_key=True)  # host:pid
+    name: Mapped[str] = mapped_column(String(255), primary_key=True)  # host:pid:suffix
     queues: Mapped[str] = mapped_column(String(255))  # comma-separated
     started_at: Mapped[datetime] = mapped_column(UTCDateTime)
     seen_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)

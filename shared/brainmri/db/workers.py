@@ -1,9 +1,10 @@
 """Which worker processes are alive, and which queues they consume.
 
-Each worker's reaper thread calls :func:`report_alive` once per pass; a worker not seen for
-``within`` (the job staleness window: the same silence after which its jobs are handed to
-another worker) no longer counts. Times come from the database clock, like job heartbeats, so
-hosts with skewed clocks agree on who is alive.
+Each worker's presence thread (:mod:`brainmri.jobs.presence`) calls :func:`report_alive`
+once per reaper interval; a worker not seen for ``within`` (the job staleness window: the
+same silence after which its jobs are handed to another worker) no longer counts. Times come
+from the database clock, like job heartbeats, so hosts with skewed clocks agree on who is
+alive.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from brainmri.db.models import Worker
 from brainmri.db.types import database_now
 
 #: A row not refreshed for this long belongs to a process that is gone for good (a pod that
-#: was replaced); the reaper deletes it, so the table holds only recent processes.
+#: was replaced); every report deletes such rows, so the table holds only recent processes.
 FORGET_AFTER = timedelta(days=1)
 
 
