@@ -410,8 +410,17 @@ EMBEDDED_WORKER_QUEUES = ("predict,evaluate", "train")
 class EmbeddedServer:
     """`brainmri serve` in embedded mode as a real subprocess; ``key`` is the printed API key."""
 
-    def __init__(self, data_dir: Path, bundle: Path, allowed: Path) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        bundle: Path,
+        allowed: Path,
+        worker_groups: tuple[str, ...] = EMBEDDED_WORKER_QUEUES,
+    ) -> None:
+        """``worker_groups`` narrows the queues served (``BRAINMRI_WORKER_QUEUES``): one
+        group of the default ``EMBEDDED_WORKER_QUEUES`` leaves the other's queues unserved."""
         self.port = free_port()
+        self.worker_groups = worker_groups
         self.base = f"http://127.0.0.1:{self.port}"
         self.log = data_dir.parent / "serve.log"
         self.data_dir = data_dir
@@ -422,6 +431,7 @@ class EmbeddedServer:
                 "BRAINMRI_DATA_DIR": str(data_dir),
                 "BRAINMRI_MODEL_DIR": str(bundle),
                 "BRAINMRI_ALLOWED_ROOTS": str(allowed),
+                "BRAINMRI_WORKER_QUEUES": ",".join(worker_groups),
                 "PYTHONUNBUFFERED": "1",
             }
         )
@@ -441,7 +451,7 @@ class EmbeddedServer:
             announced = "API key (admin" in text  # printed once the key file exists
             # Embedded mode starts two workers; both consume before the server counts as up.
             workers_ready = all(
-                f"worker ready on queues {queues}" in text for queues in EMBEDDED_WORKER_QUEUES
+                f"worker ready on queues {queues}" in text for queues in self.worker_groups
             )
             if announced and workers_ready:
                 try:

@@ -69,6 +69,9 @@ class Job(TypedDict):
     attempts: int
     links: JobLinks
     disclaimer: str
+    # Only on a single job's read, only while it is queued with no live worker for its queue;
+    # servers older than the presence table never send it.
+    waiting_reason: NotRequired[str | None]
 
 
 class JobPage(TypedDict):

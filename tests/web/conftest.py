@@ -3,14 +3,18 @@ and remote-CLI tests, with a folder of labelled phantoms the server may evaluate
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from brainmri.phantom import write_phantom_dataset
-from tests.conftest import PROJECT_ROOT
+from tests.conftest import PROJECT_ROOT, need
 from tests.infra import EmbeddedServer
 
 SCREENSHOTS = PROJECT_ROOT / "test-artifacts" / "screenshots"
@@ -44,3 +48,80 @@ def stack(platform_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> It
     server = EmbeddedServer(base / "data", platform_bundle, allowed)
     yield Stack(server, allowed)
     server.stop()
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    # Without these Chromium keeps calling home, which a closed network turns into noise.
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    need(CHROMIUM.exists(), f"{CHROMIUM} not installed (apt-get install chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+class Console:
+    """Browser console errors and uncaught exceptions, checked when each test ends."""
+
+    def __init__(self) -> None:
+        self.problems: list[str] = []
+
+    def on_console(self, message) -> None:  # type: ignore[no-untyped-def]
+        # A refused request logs "Failed to load resource": expected where a test provokes one.
+        if message.type == "error" and "Failed to load resource" not in message.text:
+            self.problems.append(message.text)
+
+    def on_page_error(self, error) -> None:  # type: ignore[no-untyped-def]
+        self.problems.append(f"uncaught: {error}")
+
+
+@contextmanager
+def signed_in_tab(browser, stack: Stack) -> Iterator[object]:  # type: ignore[no-untyped-def]
+    """A fresh tab (own sessionStorage) on ``stack``'s page with its admin key entered; on
+    leaving, the page must have run clean (no console errors, CSP violations or uncaught
+    exceptions)."""
+    context = browser.new_context(viewport={"width": 1200, "height": 900})
+    tab = context.new_page()
+    console = Console()
+    tab.on("console", console.on_console)
+    tab.on("pageerror", console.on_page_error)
+    tab.goto(f"{stack.base}/")
+    tab.get_by_label("API key").fill(stack.key)
+    tab.get_by_role("button", name="Use key").click()
+    tab.wait_for_selector("#key-status[data-role='admin']")
+    yield tab
+    context.close()
+    assert not console.problems, console.problems
+
+
+def screenshot(tab, name: str) -> None:  # type: ignore[no-untyped-def]
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    tab.screenshot(path=str(SCREENSHOTS / name), full_page=True)
+
+
+def cli(
+    stack: Stack, *args: str, key: str | None = None, timeout: float = 240
+) -> subprocess.CompletedProcess[str]:
+    """Run the CLI as a user would, with the server and key from the environment."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BRAINMRI_")}
+    env.update({"BRAINMRI_URL": stack.base, "BRAINMRI_API_KEY": stack.key if key is None else key})
+    return subprocess.run(
+        [sys.executable, "-m", "brainmri.cli.main", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )

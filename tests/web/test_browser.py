@@ -5,28 +5,15 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 
 from brainmri.phantom import phantom_png
-from tests.conftest import need
-from tests.web.conftest import EVAL_IMAGES, SCREENSHOTS, Stack
+from tests.web.conftest import EVAL_IMAGES, Console, Stack, screenshot, signed_in_tab
 
 pytestmark = pytest.mark.slow
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    # Without these Chromium keeps calling home, which a closed network turns into noise.
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-    "--disable-sync",
-]
 BANNER = "#disclaimer-banner"
 JOB_SECONDS = 120_000  # Playwright timeouts are in milliseconds
 ALL_IMAGES_LOADED = """(selector) => {
@@ -35,52 +22,11 @@ ALL_IMAGES_LOADED = """(selector) => {
 }"""
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
-    need(CHROMIUM.exists(), f"{CHROMIUM} not installed (apt-get install chromium)")
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
-
-
-class Console:
-    """Browser console errors and uncaught exceptions, checked when each test ends."""
-
-    def __init__(self) -> None:
-        self.problems: list[str] = []
-
-    def on_console(self, message) -> None:  # type: ignore[no-untyped-def]
-        # A refused request logs "Failed to load resource": expected where a test provokes one.
-        if message.type == "error" and "Failed to load resource" not in message.text:
-            self.problems.append(message.text)
-
-    def on_page_error(self, error) -> None:  # type: ignore[no-untyped-def]
-        self.problems.append(f"uncaught: {error}")
-
-
 @pytest.fixture
 def page(browser, stack: Stack) -> Iterator[object]:  # type: ignore[no-untyped-def]
     """A fresh tab (own sessionStorage) on the page, with the stack's admin key entered."""
-    context = browser.new_context(viewport={"width": 1200, "height": 900})
-    tab = context.new_page()
-    console = Console()
-    tab.on("console", console.on_console)
-    tab.on("pageerror", console.on_page_error)
-    tab.goto(f"{stack.base}/")
-    tab.get_by_label("API key").fill(stack.key)
-    tab.get_by_role("button", name="Use key").click()
-    tab.wait_for_selector("#key-status[data-role='admin']")
-    yield tab
-    context.close()
-    # CSP violations and script errors show up here: the page must run clean.
-    assert not console.problems, console.problems
-
-
-def screenshot(tab, name: str) -> None:  # type: ignore[no-untyped-def]
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    tab.screenshot(path=str(SCREENSHOTS / name), full_page=True)
+    with signed_in_tab(browser, stack) as tab:
+        yield tab
 
 
 def choose_file(tab, name: str, mime: str, data: bytes) -> None:  # type: ignore[no-untyped-def]

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -16,25 +13,10 @@ from brainmri.cli.main import main
 from brainmri.cli.remote import _job_summary
 from brainmri.phantom import phantom_png, write_phantom_dataset
 from brainmri.phantom_dicom import phantom_series, zip_series
-from tests.web.conftest import EVAL_IMAGES, Stack
+from tests.web.conftest import EVAL_IMAGES, Stack, cli
 
 pytestmark = pytest.mark.slow
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
-def cli(
-    stack: Stack, *args: str, key: str | None = None, timeout: float = 240
-) -> subprocess.CompletedProcess[str]:
-    """Run the CLI as a user would, with the server and key from the environment."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BRAINMRI_")}
-    env.update({"BRAINMRI_URL": stack.base, "BRAINMRI_API_KEY": stack.key if key is None else key})
-    return subprocess.run(
-        [sys.executable, "-m", "brainmri.cli.main", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env,
-    )
 
 
 def cli_json(stack: Stack, *args: str) -> object:

@@ -338,6 +338,8 @@ def _job_summary(job: Job) -> str:
         if note:
             line += f" ({note})"
     lines = [line, f"  created {_when(job['created_at'])}  finished {_when(job['finished_at'])}"]
+    if job.get("waiting_reason"):
+        lines.append(f"  waiting: {job['waiting_reason']}")
     if job.get("error"):
         error = job["error"] or {}
         lines.append(f"  error [{error.get('code')}]: {error.get('message')}")
@@ -384,7 +386,13 @@ def _follow(client: BrainMRIClient, job_id: str, args: argparse.Namespace, label
         dynamic_ncols=True,
     )
 
+    told: set[str] = set()
+
     def on_progress(job: Job) -> None:
+        reason = job.get("waiting_reason")
+        if reason and reason not in told:  # once per reason, above the bar; even with --quiet
+            told.add(reason)
+            bar.write(f"job {job_id} is queued: {reason}", file=sys.stderr)
         done = 100 if job["status"] == "succeeded" else round(job["progress"] * 100)
         note = progress_note(job) if job["status"] == "running" else ""
         bar.set_postfix_str(f"{job['status']}: {note}" if note else job["status"], refresh=False)

@@ -6,7 +6,8 @@ import { className, fill, fmtDate, fmtNumber, fmtPercent, h, shortId, table } fr
 
 const DISCLAIMER = "Research/triage only - not a medical device. Not for diagnosis.";
 
-/** Status text plus a <progress> bar; `node` is an aria-live region. */
+/** Status text plus a <progress> bar; `node` is an aria-live region. A queued job that no
+ * live worker can take says so under the bar, instead of sitting at 0% without a word. */
 export function renderStatus(node, job) {
   const detail = job.progress_detail || {};
   let text = `Job ${shortId(job.job_id)} (${job.kind}): ${job.status}`;
@@ -20,7 +21,13 @@ export function renderStatus(node, job) {
     value: String(job.status === "succeeded" ? 1 : job.progress || 0),
     "aria-label": "Job progress",
   });
-  fill(node, h("span", { className: `status status-${job.status}` }, text), bar);
+  const waiting = job.status === "queued" && job.waiting_reason;
+  fill(
+    node,
+    h("span", { className: `status status-${job.status}` }, text),
+    bar,
+    waiting ? h("p", { className: "waiting-reason" }, `Waiting: ${job.waiting_reason}.`) : null,
+  );
   node.dataset.status = job.status;
 }
 
