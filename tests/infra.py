@@ -416,9 +416,11 @@ class EmbeddedServer:
         bundle: Path,
         allowed: Path,
         worker_groups: tuple[str, ...] = EMBEDDED_WORKER_QUEUES,
+        extra_env: dict[str, str] | None = None,
     ) -> None:
         """``worker_groups`` narrows the queues served (``BRAINMRI_WORKER_QUEUES``): one
-        group of the default ``EMBEDDED_WORKER_QUEUES`` leaves the other's queues unserved."""
+        group of the default ``EMBEDDED_WORKER_QUEUES`` leaves the other's queues unserved.
+        ``extra_env`` adds settings of the test's own."""
         self.port = free_port()
         self.worker_groups = worker_groups
         self.base = f"http://127.0.0.1:{self.port}"
@@ -433,6 +435,7 @@ class EmbeddedServer:
                 "BRAINMRI_ALLOWED_ROOTS": str(allowed),
                 "BRAINMRI_WORKER_QUEUES": ",".join(worker_groups),
                 "PYTHONUNBUFFERED": "1",
+                **(extra_env or {}),
             }
         )
         self.process = subprocess.Popen(

@@ -34,6 +34,7 @@ URL_ENV = "BRAINMRI_URL"
 KEY_ENV = "BRAINMRI_API_KEY"
 DEFAULT_URL = "http://127.0.0.1:8000"
 FINISHED_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
+BUSY_FALLBACK_SECONDS = 10.0  # a 429 without a usable Retry-After (a proxy's, say)
 
 JobKind = Literal["predict", "evaluate", "train"]
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
@@ -150,6 +151,27 @@ def _error_from(response: httpx.Response) -> ClientError:
     return ClientError(response.status_code, code, message)
 
 
+def _retry_after(response: httpx.Response) -> float:
+    """The server's ``Retry-After`` in seconds (a number; dates are not sent by this API),
+    kept within 1..60 so a bad header can neither spin nor stall a client."""
+    try:
+        seconds = float(response.headers.get("Retry-After", ""))
+    except ValueError:
+        seconds = BUSY_FALLBACK_SECONDS
+    return min(max(seconds, 1.0), 60.0)
+
+
+def _rewind(files: Mapping[str, tuple[str, bytes | IO[bytes]]] | None) -> bool:
+    """Make an upload sendable again; False for a stream that cannot go back to its start."""
+    for _, content in (files or {}).values():
+        if isinstance(content, bytes):
+            continue
+        if not content.seekable():
+            return False
+        content.seek(0)
+    return True
+
+
 def _seg(value: str) -> str:
     """One URL path segment: an id or name typed by a user can never reach another route."""
     return quote(str(value), safe="")
@@ -169,7 +191,11 @@ class BrainMRIClient:
 
     ``url`` and ``key`` default to the ``BRAINMRI_URL`` and ``BRAINMRI_API_KEY`` environment
     variables (client-side settings; the server never reads them). Connection attempts are
-    retried twice; requests themselves are not, since a submission is not idempotent.
+    retried twice; requests themselves are not, since a submission is not idempotent - except
+    a ``429`` (the key is at its active-job limit), which the server answers before storing
+    anything: it is retried after the server's ``Retry-After`` for up to ``busy_wait`` seconds,
+    calling ``on_busy(error, delay)`` before each wait (the CLI prints it). ``busy_wait=0``
+    raises the 429 at once.
     """
 
     def __init__(
@@ -179,6 +205,8 @@ class BrainMRIClient:
         timeout: float = 30.0,
         *,
         transport: httpx.BaseTransport | None = None,
+        busy_wait: float = 600.0,
+        on_busy: Callable[[ClientError, float], None] | None = None,
     ) -> None:
         self.url = (url or os.environ.get(URL_ENV) or DEFAULT_URL).rstrip("/")
         key = key if key is not None else os.environ.get(KEY_ENV)
@@ -192,6 +220,8 @@ class BrainMRIClient:
             timeout=timeout,
             transport=transport or httpx.HTTPTransport(retries=2),
         )
+        self.busy_wait = busy_wait
+        self.on_busy = on_busy
 
     # --- plumbing ------------------------------------------------------------------------------
 
@@ -210,15 +240,30 @@ class BrainMRIClient:
         self.close()
 
     def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        give_up = time.monotonic() + self.busy_wait
+        while True:
+            response = self._send(method, path, **kwargs)
+            if not response.is_error:
+                return response
+            error = _error_from(response)
+            delay = _retry_after(response)
+            if (
+                response.status_code != 429
+                or time.monotonic() + delay > give_up
+                or not _rewind(kwargs.get("files"))
+            ):
+                raise error
+            if self.on_busy is not None:
+                self.on_busy(error, delay)
+            time.sleep(delay)
+
+    def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         try:
-            response = self._http.request(method, path, **kwargs)
+            return self._http.request(method, path, **kwargs)
         except httpx.TimeoutException as exc:
             raise ClientError(0, "timeout", f"{self.url} did not answer in time: {exc}") from exc
         except httpx.TransportError as exc:
             raise ClientError(0, "connection_error", f"cannot reach {self.url}: {exc}") from exc
-        if response.is_error:
-            raise _error_from(response)
-        return response
 
     def _json(self, method: str, path: str, **kwargs: Any) -> Any:
         return self._request(method, path, **kwargs).json()

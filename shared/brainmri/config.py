@@ -217,6 +217,12 @@ class Settings(BaseSettings):
         description="Comma-separated local folders and `s3://bucket/prefix/` roots that "
         "evaluation, training and `POST /metrics` may read. Anything else is refused (400).",
     )
+    max_active_jobs_per_key: int = Field(
+        100,
+        ge=0,
+        description="Queued plus running jobs one API key may have at once; one more is "
+        "refused with 429 and `Retry-After` (the CLI waits and retries). 0: no limit.",
+    )
     legacy_wait_seconds: float = Field(
         60.0, gt=0, description="How long `POST /predict` and `POST /metrics` wait for their job."
     )

@@ -100,3 +100,21 @@ class ModelBundleError(BrainMRIError):
 
 class ConfigurationError(BrainMRIError):
     code = "configuration_error"
+
+
+class TooManyActiveJobsError(BrainMRIError):
+    """One API key has as many queued and running jobs as it may: wait for some to finish.
+
+    Not an input error (the request itself is fine) and not an outage: the caller should retry
+    later, which the HTTP layer says with 429 and ``Retry-After``.
+    """
+
+    code = "too_many_active_jobs"
+
+    def __init__(self, active: int, limit: int) -> None:
+        super().__init__(
+            f"this API key has {active} queued or running jobs; the limit is {limit} "
+            "(BRAINMRI_MAX_ACTIVE_JOBS_PER_KEY). Try again when some have finished"
+        )
+        self.active = active
+        self.limit = limit

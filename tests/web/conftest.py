@@ -116,12 +116,21 @@ def cli(
     stack: Stack, *args: str, key: str | None = None, timeout: float = 240
 ) -> subprocess.CompletedProcess[str]:
     """Run the CLI as a user would, with the server and key from the environment."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BRAINMRI_")}
-    env.update({"BRAINMRI_URL": stack.base, "BRAINMRI_API_KEY": stack.key if key is None else key})
     return subprocess.run(
-        [sys.executable, "-m", "brainmri.cli.main", *args],
+        cli_command(*args),
         capture_output=True,
         text=True,
         timeout=timeout,
-        env=env,
+        env=cli_env(stack, key),
     )
+
+
+def cli_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "brainmri.cli.main", *args]
+
+
+def cli_env(stack: Stack, key: str | None = None) -> dict[str, str]:
+    """A user's environment: no server settings, only the client's URL and key."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BRAINMRI_")}
+    env.update({"BRAINMRI_URL": stack.base, "BRAINMRI_API_KEY": stack.key if key is None else key})
+    return env

@@ -20,6 +20,7 @@ from brainmri.errors import (
     InputTooLargeError,
     ModelBundleError,
     PathNotAllowedError,
+    TooManyActiveJobsError,
     UnsafeArchiveError,
     UnsupportedFormatError,
 )
@@ -28,6 +29,10 @@ from brainmri.storage import ObjectNotFoundError, StorageUnavailableError
 from brainmri_api.auth import AuthenticationError, PermissionDeniedError
 
 log = logging.getLogger(__name__)
+
+#: ``Retry-After`` of a 429: when a key's place may have freed. Jobs take seconds (predict) to
+#: hours (train), so any figure is a guess; this one keeps a waiting client's polling light.
+BUSY_RETRY_AFTER_SECONDS = 10
 
 
 class NotFoundError(BrainMRIError):
@@ -52,6 +57,8 @@ def status_for(exc: BrainMRIError) -> int:
         return 404
     if isinstance(exc, (ConflictError, RegistryConflictError)):
         return 409
+    if isinstance(exc, TooManyActiveJobsError):
+        return 429
     if isinstance(exc, InputTooLargeError) or (
         isinstance(exc, UnsafeArchiveError) and exc.code == "zip_bomb"
     ):
@@ -81,7 +88,11 @@ def install_error_handlers(app: FastAPI) -> None:
         status = status_for(exc)
         if status >= 500:
             log.warning("%s: %s", exc.code, exc)
-        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+        headers = None
+        if status == 401:
+            headers = {"WWW-Authenticate": "Bearer"}
+        elif status == 429:
+            headers = {"Retry-After": str(BUSY_RETRY_AFTER_SECONDS)}
         return error_response(status, exc.code, str(exc), headers)
 
     async def _database_down(_: Request, exc: Exception) -> JSONResponse:

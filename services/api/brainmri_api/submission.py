@@ -1,7 +1,8 @@
 """Submitting jobs without leaving anything half-written.
 
-Order: validate and sanitize (in the decode sandbox) -> store the sanitized upload under a
-generated key -> commit the job row -> enqueue.
+Order: refuse early if the key is at its active-job limit -> validate and sanitize (in the
+decode sandbox) -> store the sanitized upload under a generated key -> commit the job row
+(checking the limit again under the owner's lock) -> enqueue.
 If storing or committing fails, the object is removed; if enqueueing fails, both the row and
 the object are removed and the client gets a 503. Enqueueing happens after the commit, so a
 worker never receives an id whose row it cannot see yet.
@@ -15,10 +16,10 @@ from typing import Any
 
 from fastapi import UploadFile
 
-from brainmri.db.jobs import create_job, delete_job
+from brainmri.db.jobs import count_active_jobs, create_job, delete_job
 from brainmri.db.models import Job
 from brainmri.db.session import session_scope
-from brainmri.errors import EmptyInputError, InputTooLargeError
+from brainmri.errors import EmptyInputError, InputTooLargeError, TooManyActiveJobsError
 from brainmri.imaging.ingest import SanitizedUpload, sanitize_upload
 from brainmri.jobs.artifacts import upload_key
 from brainmri.jobs.enqueue import send_job
@@ -36,6 +37,21 @@ def read_upload(upload: UploadFile, max_bytes: int) -> bytes:
     if not data:
         raise EmptyInputError("the uploaded file is empty")
     return data
+
+
+def refuse_when_at_limit(state: AppState, owner: str) -> None:
+    """429 before an upload is read and decoded, when the key has no place left anyway.
+
+    A cheap early answer that spares the decode sandbox; :func:`submit_job` checks again
+    under the owner's lock, which is what makes the limit exact.
+    """
+    limit = state.settings.max_active_jobs_per_key
+    if limit <= 0:
+        return
+    with session_scope(state.database_url) as session:
+        active = count_active_jobs(session, owner)
+    if active >= limit:
+        raise TooManyActiveJobsError(active, limit)
 
 
 def validate_upload(state: AppState, data: bytes) -> SanitizedUpload:
@@ -63,7 +79,13 @@ def submit_job(
             input_uri = state.store.put(key, upload.data)
         with session_scope(state.database_url) as session:
             job = create_job(
-                session, job_id=job_id, kind=kind, owner=owner, params=params, input_uri=input_uri
+                session,
+                job_id=job_id,
+                kind=kind,
+                owner=owner,
+                params=params,
+                input_uri=input_uri,
+                max_active=state.settings.max_active_jobs_per_key,
             )
     except BaseException:
         if key is not None and input_uri is not None:

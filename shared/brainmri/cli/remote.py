@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -278,8 +279,30 @@ def _register_models(sub: argparse._SubParsersAction, common: argparse.ArgumentP
 
 @contextmanager
 def _client(args: argparse.Namespace) -> Iterator[BrainMRIClient]:
-    with BrainMRIClient(args.url, args.key, timeout=args.timeout) as client:
+    with BrainMRIClient(
+        args.url, args.key, timeout=args.timeout, on_busy=BusyNotice().__call__
+    ) as client:
         yield client
+
+
+class BusyNotice:
+    """Tells the user, on stderr, why a submission is waiting: the first time the server says
+    the key is at its active-job limit, then at most once a minute while it still does."""
+
+    EVERY_SECONDS = 60.0
+
+    def __init__(self) -> None:
+        self._last: float | None = None
+
+    def __call__(self, error: ClientError, delay: float) -> None:
+        now = time.monotonic()
+        if self._last is not None and now - self._last < self.EVERY_SECONDS:
+            return
+        self._last = now
+        print(
+            f"server busy for this key: {error.message}; retrying every {delay:g} s",
+            file=sys.stderr,
+        )
 
 
 def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:

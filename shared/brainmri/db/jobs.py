@@ -21,8 +21,13 @@ from typing import Any
 from sqlalchemy import and_, case, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
+from brainmri.db.locks import hold_owner_lock
 from brainmri.db.models import Job, JobStatus, Prediction
 from brainmri.db.types import database_now, database_now_value
+from brainmri.errors import TooManyActiveJobsError
+
+#: A job in one of these holds a place in its owner's ``max_active`` limit.
+ACTIVE_STATUSES = (JobStatus.QUEUED, JobStatus.RUNNING)
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +50,13 @@ def create_job(
     owner: str,
     params: dict[str, Any],
     input_uri: str | None = None,
+    max_active: int = 0,
 ) -> Job:
+    """Insert a queued job. With ``max_active`` > 0, refuse (:class:`TooManyActiveJobsError`)
+    when ``owner`` already has that many queued or running jobs; the check and the insert
+    hold the owner's lock, so concurrent submissions cannot both take the last place."""
+    if max_active > 0:
+        check_active_job_limit(session, owner, max_active)
     now = database_now(session)
     job = Job(
         id=job_id,
@@ -65,6 +76,30 @@ def create_job(
     session.add(job)
     session.flush()
     return job
+
+
+def count_active_jobs(session: Session, owner: str) -> int:
+    """Queued plus running jobs of ``owner``, every kind."""
+    return (
+        session.scalar(
+            select(func.count())
+            .select_from(Job)
+            .where(Job.owner == owner, Job.status.in_(ACTIVE_STATUSES))
+        )
+        or 0
+    )
+
+
+def check_active_job_limit(session: Session, owner: str, limit: int) -> None:
+    """Raise :class:`TooManyActiveJobsError` if ``owner`` has ``limit`` active jobs already.
+
+    Takes the owner's lock first (held to the end of the transaction): the caller inserts or
+    requeues the job in the same transaction, so the count it passed stays true.
+    """
+    hold_owner_lock(session, owner)
+    active = count_active_jobs(session, owner)
+    if active >= limit:
+        raise TooManyActiveJobsError(active, limit)
 
 
 def get_job(session: Session, job_id: str, *, owner: str | None = None) -> Job | None:

@@ -1,10 +1,11 @@
-"""Named leases in the database (portable: a primary-key insert is the lock)."""
+"""Named leases in the database (portable: a primary-key insert is the lock), and a lock
+that serialises one job owner's submissions for the length of a transaction."""
 
 from __future__ import annotations
 
 from datetime import timedelta
 
-from sqlalchemy import delete
+from sqlalchemy import delete, func, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -28,3 +29,19 @@ def try_lock(session: Session, *, name: str, holder: str, ttl_seconds: float) ->
 
 def release_lock(session: Session, *, name: str, holder: str) -> None:
     session.execute(delete(Lock).where(Lock.name == name, Lock.holder == holder))
+
+
+def hold_owner_lock(session: Session, owner: str) -> None:
+    """Until this transaction ends, other transactions calling this for ``owner`` wait.
+
+    Counting an owner's jobs and inserting one more must not interleave with another of the
+    owner's submissions, or two could both see room for one. PostgreSQL: a transaction-level
+    advisory lock on a hash of the owner, so other owners' submissions run on. SQLite takes
+    one writer at a time anyway; an empty ``DELETE`` takes the write lock now rather than at
+    the insert, so the count read after it cannot be stale.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        key = func.hashtextextended(f"brainmri-owner:{owner}", 0)
+        session.execute(select(func.pg_advisory_xact_lock(key)))
+    else:
+        session.execute(text("DELETE FROM locks WHERE 1 = 0"))

@@ -10,7 +10,13 @@ from fastapi import APIRouter, File, Form, Query, Response, UploadFile, status
 from fastapi.exceptions import RequestValidationError
 from sqlalchemy.orm import Session
 
-from brainmri.db.jobs import get_job, list_jobs, request_cancel, requeue_failed
+from brainmri.db.jobs import (
+    check_active_job_limit,
+    get_job,
+    list_jobs,
+    request_cancel,
+    requeue_failed,
+)
 from brainmri.db.models import Job, JobKind, JobStatus
 from brainmri.db.workers import live_workers_by_queue
 from brainmri.errors import InputError
@@ -32,10 +38,15 @@ from brainmri_api.schemas import (
     job_public,
 )
 from brainmri_api.state import AppState
-from brainmri_api.submission import read_upload, submit_job, validate_upload
+from brainmri_api.submission import (
+    read_upload,
+    refuse_when_at_limit,
+    submit_job,
+    validate_upload,
+)
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
-ERRORS = {code: {"model": ErrorBody} for code in (400, 401, 403, 404, 409, 413, 415, 422, 503)}
+ERRORS = {code: {"model": ErrorBody} for code in (400, 401, 403, 404, 409, 413, 415, 422, 429, 503)}
 
 
 @router.post(
@@ -55,6 +66,7 @@ def create_predict_job(
 ) -> JobCreated:
     """The upload is validated (type by content, full decode) and stored before the job is
     queued; a rejected upload leaves nothing behind."""
+    refuse_when_at_limit(state, principal.key_id)
     upload = validate_upload(state, read_upload(file, state.settings.max_upload_bytes))
     job = submit_job(
         state,
@@ -199,6 +211,9 @@ def retry_job(
     job = get_job(session, check_job_id(job_id), owner=principal.owner_filter)
     if job is None:
         raise NotFoundError(f"no job {job_id}")
+    limit = state.settings.max_active_jobs_per_key
+    if limit > 0 and job.status == JobStatus.FAILED:  # it becomes active again: it needs a place
+        check_active_job_limit(session, job.owner, limit)
     if not requeue_failed(session, job_id=job_id):
         raise ConflictError(
             f"job {job_id} is {job.status}; only failed jobs with a retryable error can be retried"

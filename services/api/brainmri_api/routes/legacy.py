@@ -36,7 +36,12 @@ from brainmri_api.schemas import (
     job_links,
 )
 from brainmri_api.state import AppState
-from brainmri_api.submission import read_upload, submit_job, validate_upload
+from brainmri_api.submission import (
+    read_upload,
+    refuse_when_at_limit,
+    submit_job,
+    validate_upload,
+)
 
 router = APIRouter(tags=["legacy"])
 
@@ -92,6 +97,7 @@ async def legacy_predict(
     save_cam: Annotated[bool, Query(description="Produce a Grad-CAM overlay (cam_url)")] = False,
     tta: Annotated[bool, Query()] = False,
 ) -> LegacyPredictResponse | JSONResponse:
+    await run_in_threadpool(refuse_when_at_limit, state, principal.key_id)
     data = await run_in_threadpool(read_upload, file, state.settings.max_upload_bytes)
     upload = await run_in_threadpool(validate_upload, state, data)
     job = await run_in_threadpool(
