@@ -17,6 +17,7 @@ from brainmri.errors import (
 from brainmri.imaging.decode import InputFormat, decode_image, sniff_format
 from brainmri.imaging.inputs import decode_input
 from brainmri.imaging.limits import InputLimits
+from brainmri.phantom import generate_phantom
 from tests.helpers import encode, grey_image, png_header_only, png_text_bomb, pydicom_file
 
 
@@ -96,6 +97,53 @@ def test_16bit_is_scaled_from_its_own_range_not_clamped() -> None:
     assert pixels.min() == pytest.approx(0.0)
     assert pixels.max() == pytest.approx(1.0)
     assert 0.45 < pixels.mean() < 0.55  # a linear ramp: neither black nor saturated white
+
+
+def _raw_phantom(seed: int = 3) -> np.ndarray:
+    """A phantom slice as raw 12-bit values, as a research pipeline would export it."""
+    return np.round(generate_phantom("glioma", seed=seed, size=96) / 255.0 * 4095).astype(np.uint16)
+
+
+def _with_specks(values: np.ndarray, count: int, level: int, seed: int = 0) -> np.ndarray:
+    specked = values.copy()
+    head = np.flatnonzero(values.ravel() > 400)
+    chosen = np.random.default_rng(seed).choice(head, size=count, replace=False)
+    specked.ravel()[chosen] = level
+    return specked
+
+
+def test_16bit_without_specks_is_scaled_by_its_min_max() -> None:
+    values = _raw_phantom()
+    pixels = decode_image(encode(Image.fromarray(values))).pixels
+    expected = (values - values.min()) / (values.max() - values.min())
+    np.testing.assert_allclose(pixels, expected, atol=1e-6)
+
+
+@pytest.mark.parametrize(("count", "level"), [(1, 16380), (9, 16380), (90, 8190), (9, 65535)])
+def test_lone_bright_specks_do_not_darken_a_16bit_slice(count: int, level: int) -> None:
+    """A few pixels far above any tissue (spikes, flow artefacts) are clipped to white; the
+    rest of the slice keeps the brightness it has without them. Min..max would divide it by
+    up to 16 here."""
+    clean = _raw_phantom()
+    specked = _with_specks(clean, count, level)
+    expected = decode_image(encode(Image.fromarray(clean))).pixels
+    pixels = decode_image(encode(Image.fromarray(specked))).pixels
+    specks = specked != clean
+    assert specks.sum() == count
+    assert (pixels[specks] == 1.0).all()
+    # Within 6% of full scale: with specks the range is the filtered one, a little short of
+    # the clean slice's own min..max (on real slices 1.04x at the median).
+    np.testing.assert_allclose(pixels[~specks], expected[~specks], atol=0.06)
+
+
+def test_a_small_bright_object_is_not_taken_for_a_speck() -> None:
+    """A 2x2 object on a constant background vanishes under the median filter; it is the
+    slice's content, so min..max applies and the object stays white."""
+    values = np.full((64, 64), 1000, dtype=np.uint16)
+    values[30:32, 30:32] = 3000
+    pixels = decode_image(encode(Image.fromarray(values))).pixels
+    assert pixels[30:32, 30:32].min() == 1.0
+    assert pixels.max() == 1.0 and pixels.min() == 0.0
 
 
 def test_cmyk_jpeg_decodes() -> None:

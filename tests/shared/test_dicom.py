@@ -93,6 +93,29 @@ def test_rescale_slope_and_intercept_are_applied() -> None:
     np.testing.assert_allclose(plain.slices[0], scaled.slices[0], atol=2e-3)
 
 
+def test_lone_bright_specks_do_not_darken_an_unwindowed_series() -> None:
+    """Without a VOI window the series is scaled from its own values; a few pixels of the
+    centre slice at four times any tissue are clipped, not allowed to darken the rest."""
+    clean = phantom_series("glioma", n_slices=5, seed=6, slope=4.0)  # tissue stored <= 1000
+    specked = phantom_series("glioma", n_slices=5, seed=6, slope=4.0)
+    centre = next(ds for ds in specked if int(ds.InstanceNumber) == 3)
+    stored = centre.pixel_array.copy()
+    head = np.flatnonzero(stored.ravel() > 100)
+    chosen = np.random.default_rng(1).choice(head, size=6, replace=False)
+    stored.ravel()[chosen] = 4095  # modality value 16380
+    centre.PixelData = stored.astype("<u2").tobytes()
+    expected = decode_input(zip_series(clean)).slices[0]
+    decoded = decode_input(zip_series(specked))
+    assert decoded.details["windowed"] is False
+    pixels = decoded.slices[0]
+    specks = np.zeros(pixels.shape, dtype=bool)
+    specks.ravel()[chosen] = True
+    assert (pixels[specks] == 1.0).all()
+    # Within 6% of full scale: with specks the range is the filtered one, a little short of
+    # the clean slice's own min..max (on real slices 1.04x at the median).
+    np.testing.assert_allclose(pixels[~specks], expected[~specks], atol=0.06)
+
+
 def test_voi_window_maps_window_to_unit_range() -> None:
     decoded = decode_input(
         zip_series(phantom_series("glioma", n_slices=3, seed=4, window=(1000, 400)))

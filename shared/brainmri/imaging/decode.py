@@ -10,9 +10,12 @@ The one documented normalisation (every path in the project goes through :func:`
     - colour (``RGB``, ``CMYK``, ``YCbCr``, palette): ITU-R BT.601 luma of RGB / 255.
     - alpha (``LA``, ``RGBA``, palette with transparency): composited on black first, because a
       transparent background carries no signal.
-    - 16-bit, 32-bit integer and float images: linearly rescaled from the image's own
-      min..max to 0..1 (a constant image becomes all zeros). MRI exports rarely use the full
-      16-bit range, so dividing by 65535 would give a black image and clamping would give white.
+    - 16-bit, 32-bit integer and float images: linearly rescaled from the image's own range
+      to 0..1 (:func:`robust_scale`): its min..max, or, where lone specks stretch that far
+      beyond the slice's structures, the min..max of its 3x3 median-filtered copy with the
+      specks clipped, so they cannot turn the brain black (a constant image becomes zeros).
+      MRI exports rarely use the full 16-bit range, so dividing by 65535 would give a black
+      image and clamping would give white.
 * The pixel count is checked from the header before any pixel is decoded.
 """
 
@@ -27,6 +30,7 @@ from enum import StrEnum
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+from scipy.ndimage import median_filter
 
 from brainmri.errors import (
     EmptyInputError,
@@ -194,7 +198,7 @@ def _to_grey_float(image: Image.Image) -> np.ndarray:
     if mode in ("1", "L"):
         return np.asarray(image.convert("L"), dtype=np.float32) / 255.0
     if mode.startswith("I") or mode == "F":
-        return minmax_scale(np.asarray(image, dtype=np.float64))
+        return robust_scale(np.asarray(image, dtype=np.float64))
     has_alpha = mode in ("LA", "RGBA", "PA", "La", "RGBa") or (
         mode == "P" and "transparency" in image.info
     )
@@ -208,10 +212,47 @@ def _to_grey_float(image: Image.Image) -> np.ndarray:
 
 def minmax_scale(values: np.ndarray) -> np.ndarray:
     """Rescale to [0, 1] from the array's own range; constant arrays become zeros."""
-    values = values.astype(np.float64, copy=False)
+    values = _finite(values)
     low, high = float(values.min()), float(values.max())
-    if not np.isfinite(low) or not np.isfinite(high):
-        raise UndecodableImageError("image contains non-finite values", code="non_finite_pixels")
     if high <= low:
         return np.zeros(values.shape, dtype=np.float32)
     return ((values - low) / (high - low)).astype(np.float32)
+
+
+#: Side of the median filter that finds a slice's lone specks (see :func:`robust_scale`).
+SPECK_FILTER_SIZE = 3
+#: A slice's full range must exceed its filtered range this many times before the specks
+#: count as artefacts. On the 835 validation slices as clean 16-bit copies the ratio was at
+#: most 1.24 (median 1.04): those keep their exact min..max scaling.
+SPECK_RANGE_RATIO = 1.5
+
+
+def robust_scale(values: np.ndarray) -> np.ndarray:
+    """Rescale to [0, 1] by min..max, unless lone specks stretch the range far beyond the
+    slice's structures; then from the range of the structures, with the specks clipped.
+
+    Raw MR values can hold a few isolated pixels far brighter (or darker) than any tissue:
+    spikes, flow artefacts, a hot detector pixel. Min..max maps them to white and the brain
+    to near black: 0.1% such pixels at four times full scale took the default model's
+    validation macro-F1 from 0.967 to 0.141. A 3x3 median filter (each slice on its own when
+    ``values`` is a stack) removes lone pixels and keeps anything the size of anatomy; when
+    the full range is more than ``SPECK_RANGE_RATIO`` times the filtered one, the filtered
+    range is used. Otherwise nothing changes, because the filtered range alone, or
+    percentile clipping, brighten a clean slice enough to cost accuracy (0.5-99.5%: -0.05
+    macro-F1; ``scripts/raw_16bit_slices.py``, README "16-bit input").
+    """
+    values = _finite(values)
+    size = (1,) * (values.ndim - 2) + (SPECK_FILTER_SIZE,) * 2
+    smooth = median_filter(values, size=size, mode="nearest")
+    low, high = float(smooth.min()), float(smooth.max())
+    full = float(values.max()) - float(values.min())
+    if high <= low or full <= SPECK_RANGE_RATIO * (high - low):
+        return minmax_scale(values)
+    return np.clip((values - low) / (high - low), 0.0, 1.0).astype(np.float32)
+
+
+def _finite(values: np.ndarray) -> np.ndarray:
+    values = values.astype(np.float64, copy=False)
+    if not np.isfinite(values).all():
+        raise UndecodableImageError("image contains non-finite values", code="non_finite_pixels")
+    return values

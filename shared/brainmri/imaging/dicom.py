@@ -11,7 +11,9 @@ What this module does, in order:
    to InstanceNumber, then file order.
 4. Decodes pixels of the *selected* slices only (centre slice, or the middle K), applying the
    modality LUT (RescaleSlope/Intercept), then VOI windowing when the object carries one,
-   otherwise a joint min..max over the selected slices; MONOCHROME1 is inverted last.
+   otherwise one range for all selected slices, their joint min..max unless lone specks
+   stretch it far beyond the slices' structures (:func:`~brainmri.imaging.decode.robust_scale`:
+   a few lone bright pixels must not turn the brain black); MONOCHROME1 is inverted last.
 
 A header value that is not the number its VR promises (non-numeric DS/IS text, a US value of
 the wrong byte length, a multi-valued RescaleSlope) raises :class:`InvalidDicomError` naming the
@@ -49,7 +51,7 @@ from brainmri.errors import (
     NoDicomFoundError,
     SeriesNotFoundError,
 )
-from brainmri.imaging.decode import _BT601, InputFormat, minmax_scale
+from brainmri.imaging.decode import _BT601, InputFormat, minmax_scale, robust_scale
 from brainmri.imaging.deid import ENUMERATED_VALUES
 from brainmri.imaging.limits import InputLimits
 from brainmri.imaging.safezip import extract_zip
@@ -382,7 +384,7 @@ def _decode_selected(selected: list[_Instance]) -> tuple[list[np.ndarray], Datas
     if _has_voi(first):
         scaled = [_window(frame, ds) for frame, ds in zip(rescaled, datasets, strict=True)]
     else:
-        stacked = minmax_scale(np.stack(rescaled))
+        stacked = robust_scale(np.stack(rescaled))
         scaled = list(stacked)
     if photometric == "MONOCHROME1":
         scaled = [1.0 - s for s in scaled]
