@@ -10,6 +10,7 @@ import base64
 import re
 import shlex
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 # --- settings variables -----------------------------------------------------------------------
@@ -825,3 +826,95 @@ def dockerignore_problems(text: str, copied: Iterable[str] = ()) -> list[str]:
         if dockerignored(text, p)
     ]
     return problems
+
+
+# --- network policies ------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Peer:
+    """Where a connection comes from: a pod's labels in a namespace (``labels`` empty for a
+    client outside any pod, e.g. the Ingress controller's own namespace)."""
+
+    namespace: str
+    labels: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def namespace_labels(self) -> dict[str, str]:
+        return {"kubernetes.io/metadata.name": self.namespace}
+
+
+def _labels_match(selector: dict, labels: dict[str, str]) -> bool:
+    """A label selector: ``{}`` matches everything; only ``matchLabels`` is used here."""
+    if selector.get("matchExpressions"):
+        raise NotImplementedError("matchExpressions: extend this check before using them")
+    return all(labels.get(k) == v for k, v in (selector.get("matchLabels") or {}).items())
+
+
+def _peer_matches(rule_peer: dict, source: Peer, namespace: str) -> bool:
+    pods, namespaces = rule_peer.get("podSelector"), rule_peer.get("namespaceSelector")
+    if pods is None and namespaces is None:
+        return False  # an ipBlock: these checks speak of pods only
+    if namespaces is None and source.namespace != namespace:
+        return False  # a bare podSelector means this namespace
+    if namespaces is not None and not _labels_match(namespaces, source.namespace_labels):
+        return False
+    return pods is None or _labels_match(pods, source.labels)
+
+
+def _port_matches(rule_port: dict, port: int, name: str | None) -> bool:
+    wanted = rule_port.get("port")
+    return rule_port.get("protocol", "TCP") == "TCP" and (
+        wanted is None or wanted == port or (name is not None and wanted == name)
+    )
+
+
+def ingress_allowed(docs: list[dict], pod_labels: dict[str, str], port: int, source: Peer) -> bool:
+    """Whether ``source`` may open TCP ``port`` on a pod with ``pod_labels`` in the rendered
+    namespace, by the NetworkPolicy rules: a pod no policy selects takes everything; a selected
+    pod takes what some selecting policy's ingress rule lets in."""
+    namespace = next(d["metadata"]["namespace"] for d in docs if d["metadata"].get("namespace"))
+    name = next(
+        (
+            p.get("name")
+            for _, pod in pod_specs(docs)
+            for c in containers(pod)
+            for p in c.get("ports") or []
+            if p["containerPort"] == port
+        ),
+        None,
+    )
+    selecting = [
+        d
+        for d in docs
+        if d.get("kind") == "NetworkPolicy"
+        and "Ingress" in (d["spec"].get("policyTypes") or ["Ingress"])
+        and _labels_match(d["spec"]["podSelector"], pod_labels)
+    ]
+    if not selecting:
+        return True
+    return any(
+        (not rule.get("from") or any(_peer_matches(p, source, namespace) for p in rule["from"]))
+        and (not rule.get("ports") or any(_port_matches(p, port, name) for p in rule["ports"]))
+        for policy in selecting
+        for rule in policy["spec"].get("ingress") or []
+    )
+
+
+def open_ports(docs: list[dict]) -> dict[str, list[str]]:
+    """Per workload, what a pod in another namespace may reach: its declared container ports
+    that are open, or ``"undeclared ports"`` when nothing isolates a pod (any port it listens
+    on, declared or not, would take the connection)."""
+    outsider = Peer("elsewhere", {"app": "anything"})
+    found: dict[str, list[str]] = {}
+    for doc, pod in pod_specs(docs):
+        labels = doc["spec"]["template"]["metadata"].get("labels") or {}
+        ports = [p["containerPort"] for c in containers(pod) for p in c.get("ports") or []]
+        reachable = [str(port) for port in ports if ingress_allowed(docs, labels, port, outsider)]
+        if ingress_allowed(docs, labels, UNDECLARED_PORT, outsider):
+            reachable.append("undeclared ports")
+        if reachable:
+            found[doc["metadata"]["name"]] = reachable
+    return found
+
+
+#: A port no container declares: open to a stranger only where nothing isolates the pod.
+UNDECLARED_PORT = 54321

@@ -231,3 +231,90 @@ def test_kustomize_fails_on_a_broken_overlay(tmp_path: Path) -> None:
     result = run_kustomize(deploy / "k8s" / "overlays" / "dev")
     assert result.returncode != 0
     assert "beet.yaml" in result.stderr
+
+
+# --- network policies ------------------------------------------------------------------------
+NETWORK_VARIANTS = ("base", "dev", "gpu", "with-keda", "dev-with-gpu")
+API = {"app.kubernetes.io/name": "brainmri", "app.kubernetes.io/component": "api"}
+NGINX_PORT, UVICORN_PORT = 8080, 8000
+
+
+@pytest.mark.parametrize("variant", NETWORK_VARIANTS)
+def test_only_the_api_port_is_open_to_other_namespaces(rendered: dict, variant: str) -> None:
+    """Workers, trainer, beat, migration and (in dev) the databases take nothing from outside
+    the namespace; the API takes clients on nginx's port, not on uvicorn's."""
+    assert checks.open_ports(rendered[variant]) == {"api": [str(NGINX_PORT)]}
+
+
+@pytest.mark.parametrize("variant", NETWORK_VARIANTS)
+def test_prometheus_in_monitoring_reads_uvicorn_directly(rendered: dict, variant: str) -> None:
+    docs = rendered[variant]
+    prometheus = checks.Peer("monitoring", {"app.kubernetes.io/name": "prometheus"})
+    assert checks.ingress_allowed(docs, API, UVICORN_PORT, prometheus)
+    elsewhere = checks.Peer("default", {"app.kubernetes.io/name": "prometheus"})
+    assert not checks.ingress_allowed(docs, API, UVICORN_PORT, elsewhere)
+    # Not even a pod of brainmri's own namespace bypasses nginx.
+    worker = checks.Peer("brainmri", {"app.kubernetes.io/name": "brainmri"})
+    assert not checks.ingress_allowed(docs, API, UVICORN_PORT, worker)
+
+
+@pytest.mark.parametrize("variant", ["dev", "dev-with-gpu"])
+def test_dev_databases_take_connections_from_brainmri_pods_only(
+    rendered: dict, variant: str
+) -> None:
+    docs = rendered[variant]
+    services = {
+        "postgres": (
+            {"app.kubernetes.io/name": "postgres", "app.kubernetes.io/component": "database"},
+            5432,
+        ),
+        "redis": (
+            {"app.kubernetes.io/name": "redis", "app.kubernetes.io/component": "broker"},
+            6379,
+        ),
+        "minio": (
+            {"app.kubernetes.io/name": "minio", "app.kubernetes.io/component": "object-store"},
+            9000,
+        ),
+    }
+    environments = checks.container_environments(docs)
+    stranger = checks.Peer("brainmri", {"app.kubernetes.io/name": "debug-shell"})
+    for doc, _ in checks.pod_specs(docs):
+        labels = doc["spec"]["template"]["metadata"]["labels"]
+        if labels.get("app.kubernetes.io/name") != "brainmri":
+            continue
+        me = checks.Peer("brainmri", labels)
+        # Every brainmri pod reaches what its connection settings name.
+        for key, env in environments.items():
+            if key.startswith(f"{doc['kind']}/{doc['metadata']['name']}["):
+                assert "@postgres:5432/" in env["BRAINMRI_DATABASE_URL"], key
+                assert env["BRAINMRI_BROKER_URL"].startswith("redis://redis:6379/"), key
+                assert env["BRAINMRI_S3_ENDPOINT"] == "minio:9000", key
+        for service, (target, port) in services.items():
+            assert checks.ingress_allowed(docs, target, port, me), (
+                doc["metadata"]["name"],
+                service,
+            )
+    bucket_job = checks.Peer(
+        "brainmri",
+        {"app.kubernetes.io/name": "minio", "app.kubernetes.io/component": "object-store-init"},
+    )
+    assert checks.ingress_allowed(docs, *services["minio"], bucket_job)
+    for target, port in services.values():
+        assert not checks.ingress_allowed(docs, target, port, stranger)
+
+
+def test_the_network_check_notices_a_missing_default_deny(rendered: dict) -> None:
+    docs = [
+        doc
+        for doc in copy.deepcopy(rendered["dev"])
+        if doc["metadata"]["name"] != "default-deny-ingress"
+    ]
+    opened = checks.open_ports(docs)
+    assert opened["worker-cpu"] == ["undeclared ports"]
+    assert {"worker-cpu", "trainer", "beat", "migrate"} <= set(opened)
+    assert "redis" not in opened  # its own policy still isolates it
+    broad = copy.deepcopy(rendered["base"])
+    policy = next(d for d in broad if d["metadata"]["name"] == "api-ingress")
+    policy["spec"]["ingress"][1].pop("from")  # the metrics port open to everyone
+    assert checks.open_ports(broad)["api"] == [str(UVICORN_PORT), str(NGINX_PORT)]
