@@ -24,9 +24,10 @@ test: install ## run the whole test suite
 	@scripts/ensure-test-tools.sh
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-lint: install ## ruff lint + format check
+lint: install ## ruff lint + format check + mypy type check
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 format: install
 	$(BIN)/ruff format .
@@ -58,7 +59,7 @@ bench: install ## inference benchmark (see benchmarks/README.md)
 	$(BIN)/python benchmarks/inference.py
 
 clean:
-	rm -rf .pytest_cache .ruff_cache build dist *.egg-info
+	rm -rf .pytest_cache .ruff_cache .mypy_cache build dist *.egg-info
 
 docs: install ## regenerate the README settings table from the code
 	$(BIN)/brainmri settings --write-readme README.md

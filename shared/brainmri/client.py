@@ -88,6 +88,8 @@ class Model(TypedDict):
     arch: str
     stage: Literal["candidate", "production", "archived"]
     metrics: dict[str, Any]
+    # The listing's figures (brainmri_api.schemas.ModelPublic); servers before it omit it.
+    headline: NotRequired[dict[str, Any]]
     data_fingerprint: str | None
     training_job_id: str | None
     stage_reason: str | None

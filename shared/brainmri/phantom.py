@@ -37,7 +37,9 @@ def generate_phantom(class_name: str, *, seed: int, size: int = 128) -> np.ndarr
     if class_name not in CLASS_NAMES:
         raise ValueError(f"unknown class {class_name!r}; expected one of {CLASS_NAMES}")
     rng = np.random.default_rng(seed)
-    y, x = np.mgrid[-1.0 : 1.0 : size * 1j, -1.0 : 1.0 : size * 1j]
+    # Explicit slice objects: the same as ``a:b:c``, but mypy only allows int bounds in that
+    # syntax, and mgrid's complex step means "this many points".
+    y, x = np.mgrid[slice(-1.0, 1.0, size * 1j), slice(-1.0, 1.0, size * 1j)]
     cx, cy = rng.uniform(-0.05, 0.05, size=2)
     ax, ay = rng.uniform(0.70, 0.80), rng.uniform(0.82, 0.92)
     angle = rng.uniform(-0.15, 0.15)

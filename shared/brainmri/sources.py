@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import random
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Literal
@@ -69,9 +69,9 @@ def resolve_source(source: str, settings: Settings) -> DataSource:
         bucket_and_key = normalised[len("s3://") :]
         if ".." in PurePosixPath(bucket_and_key).parts or not bucket_and_key.split("/")[0]:
             raise PathNotAllowedError(f"{source!r} is not a valid s3:// prefix")
-        for root in _s3_roots(settings):
-            if normalised.startswith(root):
-                return DataSource("s3", normalised, root)
+        for s3_root in _s3_roots(settings):
+            if normalised.startswith(s3_root):
+                return DataSource("s3", normalised, s3_root)
         raise PathNotAllowedError(
             f"{source!r} is not under an allowed root (configure BRAINMRI_ALLOWED_ROOTS)"
         )
@@ -148,7 +148,7 @@ def _local_items(
     return items
 
 
-def _file_loader(path: Path, limits: InputLimits):  # type: ignore[no-untyped-def]
+def _file_loader(path: Path, limits: InputLimits) -> Callable[[], bytes]:
     return lambda: read_file_limited(path, limits)
 
 
@@ -180,7 +180,7 @@ def _s3_items(
     return items
 
 
-def _s3_loader(store: ObjectStore, key: str, limits: InputLimits):  # type: ignore[no-untyped-def]
+def _s3_loader(store: ObjectStore, key: str, limits: InputLimits) -> Callable[[], bytes]:
     return lambda: store.get(key, max_bytes=limits.max_bytes)
 
 

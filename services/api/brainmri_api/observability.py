@@ -11,8 +11,9 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import timedelta
+from typing import cast
 
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
@@ -67,13 +68,17 @@ class PlatformCollector(Collector):
                 for kind, since in oldest_queued(session):
                     waiting.add_metric([kind], max(0.0, (now - since).total_seconds()))
                 recent = sorted(
-                    session.scalars(
-                        select(Job.inference_ms_per_image).where(
-                            Job.status == JobStatus.SUCCEEDED,
-                            Job.finished_at >= now - timedelta(seconds=INFERENCE_WINDOW_SECONDS),
-                            Job.inference_ms_per_image.is_not(None),
-                        )
-                    ).all()
+                    cast(  # the query keeps only rows whose value is not NULL
+                        Sequence[float],
+                        session.scalars(
+                            select(Job.inference_ms_per_image).where(
+                                Job.status == JobStatus.SUCCEEDED,
+                                Job.finished_at
+                                >= now - timedelta(seconds=INFERENCE_WINDOW_SECONDS),
+                                Job.inference_ms_per_image.is_not(None),
+                            )
+                        ).all(),
+                    )
                 )
             for quantile in (0.5, 0.95):
                 if recent:

@@ -265,7 +265,7 @@ def _outcome_of_earlier_attempt(ctx: JobContext) -> JobOutcome | None:
         if row is None:
             return None
         metrics = row.metrics or {}
-        result = {
+        result: dict[str, Any] = {
             "model_version": row.version,
             "stage": row.stage,
             # What the gate did then; a later manual promotion or rollback is the registry's.

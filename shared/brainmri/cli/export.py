@@ -48,7 +48,7 @@ def _add_common_flags(parser: argparse.ArgumentParser, *, out_metavar: str, runt
     )
 
 
-def _check_batch(bundle, count: int, data: Path | None):  # type: ignore[no-untyped-def]
+def _check_batch(bundle, count: int, data: Path | None):
     """Preprocessed inputs to compare runtimes on: files from ``data``, else phantom slices."""
     import torch
 
@@ -68,7 +68,7 @@ def _check_batch(bundle, count: int, data: Path | None):  # type: ignore[no-unty
     return torch.stack([preprocess_slice(pixels, config) for pixels in slices])
 
 
-def _probabilities(backend, batch, temperature: float):  # type: ignore[no-untyped-def]
+def _probabilities(backend, batch, temperature: float):
     import torch
 
     chunks = [backend.logits(batch[i : i + 32]) for i in range(0, len(batch), 32)]

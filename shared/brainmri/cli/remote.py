@@ -36,7 +36,8 @@ EXIT_REFUSED = 2
 JOB_KINDS = ("predict", "evaluate", "train")
 JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 # The short column text for each headline source the API names.
-METRIC_SOURCES = {SOURCE_TEST: "test", SOURCE_VALIDATION: "val"}
+# Keyed by a headline's "source", which a listing may lack (None): looked up with a default.
+METRIC_SOURCES: dict[str | None, str] = {SOURCE_TEST: "test", SOURCE_VALIDATION: "val"}
 CONNECTION_HELP = (
     f"Talks to a running brainmri API. Server: --url or {URL_ENV} (default {DEFAULT_URL}). "
     f"API key: --key or {KEY_ENV} (prefer the variable: a --key shows in the process list). "
@@ -472,11 +473,11 @@ def run_submit_predict(args: argparse.Namespace) -> int:
             if not args.json:
                 print(f"{path}: predict job {created['job_id']} {created['status']}")
         # All files are uploaded before waiting, so the jobs run side by side on the workers.
-        for path, created in submitted:
+        for path, accepted in submitted:
             if not args.wait:
-                outputs.append({"file": str(path), **created})
+                outputs.append({"file": str(path), **accepted})
                 continue
-            job = _follow(client, created["job_id"], args, path.name)
+            job = _follow(client, accepted["job_id"], args, path.name)
             outputs.append({"file": str(path), **job})
             if job_failed(job):
                 status = max(status, EXIT_JOB_FAILED)

@@ -27,6 +27,7 @@ from brainmri.data.labels import CLASS_NAMES, canonical_class
 from brainmri.errors import DatasetError
 from brainmri.imaging.limits import InputLimits
 from brainmri.sources import DataSource, resolve_source
+from brainmri.storage import ObjectInfo, ObjectStore
 from brainmri.storage.factory import store_for_uri
 
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -54,6 +55,21 @@ def _local_file(path: Path, label: str, limits: InputLimits) -> RemoteFile:
         return path.read_bytes()
 
     return RemoteFile(str(path), label, lambda: hashlib.sha256(read()).hexdigest(), read, path)
+
+
+# Closures over one object each (typed, where lambdas with default arguments are not).
+def _etag_digest(info: ObjectInfo) -> Callable[[], str]:
+    return lambda: f"etag:{info.etag}:{info.size}"
+
+
+def _object_reader(store: ObjectStore, key: str, limits: InputLimits) -> Callable[[], bytes]:
+    return lambda: store.get(key, max_bytes=limits.max_bytes)
+
+
+def _object_sha256(store: ObjectStore, key: str, limits: InputLimits) -> Callable[[], str]:
+    return lambda: (
+        "sha256:" + hashlib.sha256(store.get(key, max_bytes=limits.max_bytes)).hexdigest()
+    )
 
 
 def list_dataset(source: DataSource, settings: Settings) -> list[RemoteFile]:
@@ -88,8 +104,8 @@ def list_dataset(source: DataSource, settings: Settings) -> list[RemoteFile]:
                 RemoteFile(
                     f"s3://{bucket}/{info.key}",
                     label,
-                    (lambda i=info: f"etag:{i.etag}:{i.size}"),
-                    (lambda key=info.key: store.get(key, max_bytes=limits.max_bytes)),
+                    _etag_digest(info),
+                    _object_reader(store, info.key, limits),
                 )
             )
     return files
@@ -130,13 +146,8 @@ def _from_manifest(source: DataSource, settings: Settings, limits: InputLimits) 
                 RemoteFile(
                     entry.uri.rstrip("/"),
                     label,
-                    (
-                        lambda s=store, k=key: (
-                            "sha256:"
-                            + hashlib.sha256(s.get(k, max_bytes=limits.max_bytes)).hexdigest()
-                        )
-                    ),
-                    (lambda s=store, k=key: s.get(k, max_bytes=limits.max_bytes)),
+                    _object_sha256(store, key, limits),
+                    _object_reader(store, key, limits),
                 )
             )
     return files

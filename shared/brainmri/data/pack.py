@@ -78,7 +78,7 @@ def pack_manifest(
         raise DatasetError(f"pack size must be 32-2048 px, got {size}")
     if not 1 <= quality <= 100:
         raise DatasetError(f"JPEG quality must be 1-100, got {quality}")
-    preprocess = PreprocessConfig(img_size=size, resize=resize)  # type: ignore[arg-type]
+    preprocess = PreprocessConfig(img_size=size, resize=resize)
     copies = write_copies(
         manifest,
         out_dir,

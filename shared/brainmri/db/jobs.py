@@ -16,9 +16,9 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import and_, case, delete, func, or_, select, update
+from sqlalchemy import CursorResult, and_, case, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from brainmri.db.locks import hold_owner_lock
@@ -151,7 +151,8 @@ def oldest_queued(session: Session) -> list[tuple[str, datetime]]:
         .where(Job.status == JobStatus.QUEUED, Job.enqueued_at.is_not(None))
         .group_by(Job.kind)
     )
-    return [(kind, when) for kind, when in rows]
+    # min() over rows whose enqueued_at IS NOT NULL, within a non-empty group: never NULL.
+    return [(kind, cast(datetime, when)) for kind, when in rows]
 
 
 def _transition(session: Session, where: tuple[Any, ...], **values: Any) -> bool:
@@ -160,8 +161,11 @@ def _transition(session: Session, where: tuple[Any, ...], **values: Any) -> bool
     Every state change is one guarded UPDATE: the ``where`` clause is the state the caller
     saw (and, for a worker, its attempt's fence), so a change that lost a race changes nothing.
     """
-    updated = session.execute(
-        update(Job).where(*where).values(**values).execution_options(synchronize_session=False)
+    updated = cast(  # an UPDATE's result is a CursorResult, which has rowcount
+        CursorResult[Any],
+        session.execute(
+            update(Job).where(*where).values(**values).execution_options(synchronize_session=False)
+        ),
     )
     return updated.rowcount == 1
 
@@ -297,7 +301,7 @@ def ended_without_result(session: Session, *, job_id: str) -> bool:
     row = session.execute(select(Job.status, Job.error).where(Job.id == job_id)).one_or_none()
     if row is None:
         return False
-    status, error = row
+    status, error = row._tuple()  # the tuple form types its items (Any), not as object
     if status == JobStatus.CANCELLED:
         return True
     return status == JobStatus.FAILED and not (error or {}).get("retryable")
@@ -398,11 +402,14 @@ def forgive_interrupted(session: Session, *, worker: str) -> int:
     (three rollouts during one long evaluation used to fail it as ``too_many_attempts``).
     Returns how many jobs were forgiven.
     """
-    updated = session.execute(
-        update(Job)
-        .where(Job.worker == worker, Job.status == JobStatus.RUNNING, Job.crashes > 0)
-        .values(crashes=_one_crash_less())
-        .execution_options(synchronize_session=False)
+    updated = cast(  # an UPDATE's result is a CursorResult, which has rowcount
+        CursorResult[Any],
+        session.execute(
+            update(Job)
+            .where(Job.worker == worker, Job.status == JobStatus.RUNNING, Job.crashes > 0)
+            .values(crashes=_one_crash_less())
+            .execution_options(synchronize_session=False)
+        ),
     )
     return int(updated.rowcount or 0)
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import timedelta
+from typing import Any, cast
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import CursorResult, delete, select, update
 from sqlalchemy.orm import Session
 
 from brainmri.db.models import Worker
@@ -27,11 +28,14 @@ def report_alive(session: Session, name: str, queues: Iterable[str]) -> None:
     """Record that worker ``name`` is alive now and consumes ``queues``; prune old rows."""
     now = database_now(session)
     listed = ",".join(sorted(set(queues)))
-    refreshed = session.execute(
-        update(Worker)
-        .where(Worker.name == name)
-        .values(queues=listed, seen_at=now)
-        .execution_options(synchronize_session=False)
+    refreshed = cast(  # an UPDATE's result is a CursorResult, which has rowcount
+        CursorResult[Any],
+        session.execute(
+            update(Worker)
+            .where(Worker.name == name)
+            .values(queues=listed, seen_at=now)
+            .execution_options(synchronize_session=False)
+        ),
     )
     if refreshed.rowcount == 0:
         # Only this process writes its own row, so nothing can insert it in between.

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import numpy as np
 
@@ -142,7 +142,10 @@ def evaluate(
     labelled = [(item, pred) for item, pred in outcome.predictions if item.true_class is not None]
     probs = np.array([[pred.class_probs[name] for name in class_names] for _, pred in labelled])
     probs = probs.reshape(len(labelled), len(class_names))
-    y_true = np.array([class_names.index(item.true_class) for item, _ in labelled], dtype=int)
+    # true_class is not None: ``labelled`` keeps only such items.
+    y_true = np.array(
+        [class_names.index(cast(str, item.true_class)) for item, _ in labelled], dtype=int
+    )
 
     report = classification_report(y_true, probs, class_names, threshold=threshold)
     report.update(

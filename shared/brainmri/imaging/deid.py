@@ -313,9 +313,10 @@ def _copy(source: Dataset, target: Dataset, keywords: Iterable[str]) -> None:
             continue
         if not _holds_what_its_vr_promises(element):
             continue
-        element = _vetted_codes(element)
-        if element is None:
+        vetted = _vetted_codes(element)
+        if vetted is None:
             continue
+        element = vetted
         if keyword in KEEP_IN_ITEMS:
             if element.VR == VR.SQ:
                 allowed = KEEP_IN_ITEMS[keyword]
@@ -361,10 +362,10 @@ def _vetted_codes(element: DataElement) -> DataElement | None:
                 break
             kept.append(value)
         return DataElement(element.tag, element.VR, kept) if kept else None
-    allowed = ENUMERATED_VALUES.get(keyword)
-    if allowed is None:
+    enumerated = ENUMERATED_VALUES.get(keyword)
+    if enumerated is None:
         return element
-    return element if all(value in allowed for value in _values(element)) else None
+    return element if all(value in enumerated for value in _values(element)) else None
 
 
 def _item(source: Dataset, keywords: Iterable[str]) -> Dataset:
@@ -404,7 +405,8 @@ def deidentify(ds: Dataset, uids: UIDMapper) -> FileDataset:
     meta.MediaStorageSOPInstanceUID = clean.SOPInstanceUID
     meta.TransferSyntaxUID = ds.file_meta.TransferSyntaxUID
     meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
-    output = FileDataset(None, clean, file_meta=meta, preamble=b"\0" * 128)
+    # pydicom builds an in-memory dataset from None, but types the argument as a path/buffer
+    output = FileDataset(None, clean, file_meta=meta, preamble=b"\0" * 128)  # type: ignore[arg-type]
     # Written in the upload's own encoding: the pixel bytes are copied as they are, in its byte
     # order, and pydicom refuses to save a big-endian transfer syntax from a little-endian one.
     output.set_original_encoding(*ds.original_encoding)

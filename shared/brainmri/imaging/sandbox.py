@@ -31,7 +31,9 @@ import threading
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 from multiprocessing.context import SpawnContext
-from multiprocessing.pool import ExceptionWithTraceback
+from multiprocessing.pool import (  # type: ignore[attr-defined]  # undocumented: not in typeshed
+    ExceptionWithTraceback,
+)
 from multiprocessing.reduction import ForkingPickler
 from typing import Any, TypeVar
 

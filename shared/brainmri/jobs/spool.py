@@ -112,7 +112,9 @@ class Channel(filesystem.Channel):
 
     # --- messages ----------------------------------------------------------------------
 
-    def _put(self, queue: str, payload: Any, **kwargs: Any) -> None:
+    # kombu's own filesystem.Channel._put (payload, **kwargs) already differs from its base
+    # virtual.AbstractChannel._put (message): no signature matches both.
+    def _put(self, queue: str, payload: Any, **kwargs: Any) -> None:  # type: ignore[override]
         folder = Path(self.data_folder_out)
         name = f"{int(filesystem.monotonic() * 1000)}_{uuid.uuid4()}.{queue}.msg"
         try:  # the partial file's leading dot: never matched as a message
@@ -127,7 +129,9 @@ class Channel(filesystem.Channel):
         folder.mkdir(parents=True, exist_ok=True)
         return folder
 
-    def _get(self, queue: str) -> Any:
+    # timeout: unused, as in kombu's filesystem.Channel; declared as virtual.AbstractChannel
+    # declares it (kombu itself calls _get(queue)).
+    def _get(self, queue: str, timeout: float | None = None) -> Any:
         folder = Path(self.data_folder_in)
         suffix = f"{queue}.msg"
         for name in sorted(os.listdir(folder)):

@@ -130,13 +130,13 @@ class ProductionModel:
         with session_scope(url) as session:
             version = production_version_id(session, self.settings.model_name)
             if version is None:
-                row = ensure_production_model(
+                made = ensure_production_model(
                     session,
                     self.store,
                     name=self.settings.model_name,
                     default_bundle=self.settings.resolved_model_dir,
                 )
-                version = row.version
+                version = made.version
             if version == self._version and self._engine is not None:
                 return
             row = session.get(ModelVersion, version)

@@ -10,8 +10,9 @@ model's rows first, so racing promotions run one after the other instead of coll
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -249,7 +250,8 @@ def rollback(session: Session, *, name: str, by: str) -> ModelVersion:
     earlier = [
         row for row in rows if row.stage == ModelStage.ARCHIVED and row.promoted_at is not None
     ]
-    previous = max(earlier, key=lambda row: row.promoted_at, default=None)
+    # promoted_at is not None: ``earlier`` keeps only such rows.
+    previous = max(earlier, key=lambda row: cast(datetime, row.promoted_at), default=None)
     if previous is None:
         raise ModelVersionNotFoundError(f"{name} has no earlier production version to roll back to")
     promoted = _switch_production(

@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 import torch
@@ -167,6 +167,15 @@ def predict_logits(
     return torch.cat(outputs).numpy() if outputs else np.zeros((0, 0))
 
 
+class _CacheArgs(TypedDict):
+    """The :func:`build_cache` arguments every split of one run shares."""
+
+    preprocess: PreprocessConfig
+    workers: int
+    progress: bool
+    class_names: Sequence[str]
+
+
 class Trainer:
     """One training run. Construct, then call :meth:`run`."""
 
@@ -288,7 +297,7 @@ class Trainer:
             model, optimizer, scheduler, mixer, self._loader_generator, ema=ema, scaler=scaler
         )
 
-        state = {
+        state: dict[str, Any] = {
             "epoch": 0,
             "best_f1": -1.0,
             "best_loss": math.inf,
@@ -465,7 +474,7 @@ class Trainer:
     # ------------------------------------------------------------------------------------
     def _build_caches(self) -> tuple[SliceCache, SliceCache, SliceCache]:
         config = self.config
-        common = {
+        common: _CacheArgs = {
             "preprocess": self.preprocess,
             "workers": config.decode_workers,
             "progress": self.progress,

@@ -58,7 +58,7 @@ def model_public(row: ModelVersion, current: ModelVersion | None, viewer: Princi
         version=row.version,
         name=row.name,
         arch=row.arch,
-        stage=row.stage,  # type: ignore[arg-type]
+        stage=row.stage,
         metrics=row.metrics or {},
         headline=mine,
         data_fingerprint=row.data_fingerprint,
