@@ -204,6 +204,12 @@ class Settings(BaseSettings):
     upload_sandbox_memory_mb: int = Field(
         2048, ge=0, description="Address-space cap of each decode child (0: none)."
     )
+    upload_sandbox_confine: bool = Field(
+        True,
+        description="Confine decode children (Linux Landlock): no environment, no files but "
+        "Python's and brainmri's code and a scratch folder, no TCP. Where the kernel cannot, "
+        "the API logs a warning and decodes unconfined. Off only to debug a decoder.",
+    )
 
     # --- API -----------------------------------------------------------------------------
     api_keys: str = Field(

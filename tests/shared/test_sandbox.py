@@ -66,7 +66,9 @@ def make_sandbox() -> Iterator[Callable[..., DecodeSandbox]]:
     made: list[DecodeSandbox] = []
 
     def make(**kwargs: float) -> DecodeSandbox:
-        sandbox = DecodeSandbox(**kwargs)  # type: ignore[arg-type]
+        # Unconfined: these tests run functions of this module, which a confined child could
+        # not import (tests/shared/test_confine.py covers confinement).
+        sandbox = DecodeSandbox(confine=False, **kwargs)  # type: ignore[arg-type]
         made.append(sandbox)
         sandbox.warm_up()
         return sandbox

@@ -46,6 +46,7 @@ class AppState:
             processes=self.settings.upload_sandbox_processes,
             timeout=self.settings.upload_decode_timeout_seconds,
             memory_mb=self.settings.upload_sandbox_memory_mb,
+            confine=self.settings.upload_sandbox_confine,
         )
 
     @property

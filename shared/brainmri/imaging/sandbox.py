@@ -18,6 +18,12 @@ a hung task is ``terminate()``, which also kills every other caller's decode, an
 Waiting for a slot has no separate limit: each slot frees within ``timeout`` (plus a child
 start), so the wait is bounded by queue depth, and the HTTP front end already bounds the
 request. A 422 for a decode that never started would blame the upload for the server's load.
+
+With ``confine`` (the default), each child also confines itself before it takes any work
+(:mod:`brainmri.imaging.confine`, Linux Landlock): it forgets its environment (the API's
+database URL and keys), may read nothing but Python's and brainmri's own code, write only in a
+scratch folder of its own (removed with the child), and make no TCP connection. Time and memory
+limits bound what a malformed file costs; confinement bounds what a decoder exploit could reach.
 """
 
 from __future__ import annotations
@@ -26,7 +32,10 @@ import logging
 import multiprocessing
 import queue
 import resource
+import shutil
 import signal
+import sysconfig
+import tempfile
 import threading
 from collections.abc import Callable
 from multiprocessing.connection import Connection
@@ -35,9 +44,11 @@ from multiprocessing.pool import (  # type: ignore[attr-defined]  # undocumented
     ExceptionWithTraceback,
 )
 from multiprocessing.reduction import ForkingPickler
+from pathlib import Path
 from typing import Any, TypeVar
 
 from brainmri.errors import InputError, InputTooLargeError, UndecodableImageError
+from brainmri.imaging.confine import Confinement, confine_process, forget_environment
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -54,15 +65,38 @@ def _limit_memory(memory_mb: int) -> None:
     import brainmri.imaging.ingest  # noqa: F401 - warm the decoders once per child
 
 
-def _serve(conn: Connection, memory_mb: int) -> None:
+def code_folders() -> list[Path]:
+    """What a confined child may still read: the Python installation (standard library and
+    site-packages, for imports a decoder makes lazily) and the brainmri package itself."""
+    import brainmri
+
+    paths = sysconfig.get_paths()
+    folders = {Path(paths[name]) for name in ("stdlib", "platstdlib", "purelib", "platlib")}
+    folders.add(Path(brainmri.__file__).parent)
+    return sorted(folder for folder in folders if folder.is_dir())
+
+
+def _confine_child() -> tuple[str, Confinement]:
+    """A scratch folder of the child's own for decoders' temporary files (unzipped series),
+    no environment, then the Landlock rules; the folder's path goes back to the parent, which
+    removes it when the child stops."""
+    scratch = tempfile.mkdtemp(prefix="brainmri-decode-")
+    tempfile.tempdir = scratch
+    forget_environment()
+    return scratch, confine_process(Path(scratch), readable=code_folders())
+
+
+def _serve(conn: Connection, memory_mb: int, confine: bool = False) -> None:
     """Child main loop: one ``(fn, args)`` at a time, each answered ``(ok, value)``.
 
     Ctrl-C goes to the whole process group; the parent decides when children stop, so the
-    child ignores it instead of printing a traceback mid-decode.
+    child ignores it instead of printing a traceback mid-decode. The ready message carries the
+    child's scratch folder and what confinement achieved (``None`` for either when unconfined).
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _limit_memory(memory_mb)
-    conn.send(_READY)
+    scratch, confinement = _confine_child() if confine else (None, None)
+    conn.send((_READY, scratch, confinement))
     while True:
         try:
             fn, args = conn.recv()
@@ -84,16 +118,23 @@ def _serve(conn: Connection, memory_mb: int) -> None:
 class _Child:
     """One warm decode process and the pipe to it; used by one caller at a time."""
 
-    def __init__(self, context: SpawnContext, memory_mb: int, generation: int) -> None:
+    def __init__(
+        self, context: SpawnContext, memory_mb: int, generation: int, confine: bool
+    ) -> None:
         self.conn, child_end = context.Pipe()
         self.process = context.Process(
-            target=_serve, args=(child_end, memory_mb), name="brainmri-decode", daemon=True
+            target=_serve,
+            args=(child_end, memory_mb, confine),
+            name="brainmri-decode",
+            daemon=True,
         )
         self.process.start()
         child_end.close()
         self.generation = generation
         self.ready = False
         self.tasks = 0
+        self.scratch: str | None = None
+        self.confinement: Confinement | None = None
 
     def wait_ready(self) -> None:
         """Block until the child has imported its decoders; that start-up is not decode time."""
@@ -102,7 +143,7 @@ class _Child:
         try:
             if not self.conn.poll(START_TIMEOUT):
                 raise RuntimeError(f"decode child did not start within {START_TIMEOUT:.0f} s")
-            self.conn.recv()
+            _, self.scratch, self.confinement = self.conn.recv()
         except EOFError as exc:
             self.process.join(timeout=5)
             raise RuntimeError(
@@ -114,15 +155,28 @@ class _Child:
         self.process.kill()
         self.process.join(timeout=10)
         self.conn.close()
+        if self.scratch is not None:  # whatever a killed decode left half-written
+            shutil.rmtree(self.scratch, ignore_errors=True)
 
 
 class DecodeSandbox:
     """Runs ``fn(*args)`` in one of ``processes`` warm children, killing only hung ones."""
 
-    def __init__(self, *, processes: int = 2, timeout: float = 30.0, memory_mb: int = 2048) -> None:
+    def __init__(
+        self,
+        *,
+        processes: int = 2,
+        timeout: float = 30.0,
+        memory_mb: int = 2048,
+        confine: bool = True,
+    ) -> None:
         self.processes = processes
         self.timeout = timeout
         self.memory_mb = memory_mb
+        self.confine = confine
+        #: What the latest started child reported of its confinement (None: none started, or
+        #: ``confine`` is off).
+        self.confinement: Confinement | None = None
         self._context = multiprocessing.get_context("spawn")
         self._lock = threading.Lock()
         self._generation = 0  # bumped by close(): children of older generations are retired
@@ -140,6 +194,7 @@ class DecodeSandbox:
         try:
             child = self._started(child)
             child.wait_ready()
+            self._note(child)
             child.conn.send_bytes(request)
             child.tasks += 1
             if not child.conn.poll(self.timeout):  # the clock: this decode's own run time
@@ -167,6 +222,22 @@ class DecodeSandbox:
             ) from value
         raise value
 
+    def _note(self, child: _Child) -> None:
+        """Keep, and log when it changes, what a child reported of its confinement."""
+        state = child.confinement
+        if state is None or state == self.confinement:
+            return
+        self.confinement = state
+        if state.files:
+            log.info(
+                "decode children confined (Landlock ABI %d): files%s%s",
+                state.abi,
+                ", TCP" if state.tcp else "",
+                ", signals" if state.signals else "",
+            )
+        else:
+            log.warning("decode children run unconfined: %s", state.reason)
+
     def _started(self, child: _Child | None) -> _Child:
         if child is not None and child.process.is_alive():
             return child
@@ -177,7 +248,7 @@ class DecodeSandbox:
     def _spawn(self) -> _Child:
         with self._lock:
             generation = self._generation
-        return _Child(self._context, self.memory_mb, generation)
+        return _Child(self._context, self.memory_mb, generation, self.confine)
 
     def _hand_back(self, child: _Child | None, in_step: bool) -> _Child | None:
         """What goes back into the slot: the same child, a fresh one, or None.
