@@ -44,4 +44,17 @@ def hold_owner_lock(session: Session, owner: str) -> None:
         key = func.hashtextextended(f"brainmri-owner:{owner}", 0)
         session.execute(select(func.pg_advisory_xact_lock(key)))
     else:
+        take_write_lock(session)
+
+
+def take_write_lock(session: Session) -> None:
+    """SQLite: take the database's write lock now, for the rest of this transaction.
+
+    A transaction that reads and only later writes fails that write at once with "database is
+    locked" when another connection committed in between (SQLITE_BUSY_SNAPSHOT: the busy
+    timeout does not apply). Taking the lock first makes later writers wait their turn
+    instead, and what this transaction reads stays current. An empty ``DELETE`` does it.
+    PostgreSQL needs nothing of the kind: a no-op there.
+    """
+    if session.get_bind().dialect.name == "sqlite":
         session.execute(text("DELETE FROM locks WHERE 1 = 0"))

@@ -18,6 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from brainmri.db.locks import take_write_lock
 from brainmri.db.models import ModelStage, ModelVersion
 from brainmri.db.types import database_now
 from brainmri.errors import BrainMRIError
@@ -274,6 +275,10 @@ def ensure_production_model(
     if row is not None:
         return row
     metadata = read_metadata(default_bundle)
+    # Every process of a first start gets here at once; on SQLite the checks below must not go
+    # stale before the insert (embedded mode's API and workers all registered the shipped
+    # model, and the losers failed their first job with "database is locked").
+    take_write_lock(session)
     try:
         with session.begin_nested():  # another process may be registering it right now
             existing = session.get(ModelVersion, metadata.version)
