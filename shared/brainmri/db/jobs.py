@@ -298,10 +298,10 @@ def ended_without_result(session: Session, *, job_id: str) -> bool:
     files under their artifact folder. A retryable failure may still be requeued, and a
     succeeded job's files are its result.
     """
-    row = session.execute(select(Job.status, Job.error).where(Job.id == job_id)).one_or_none()
-    if row is None:
+    job = session.get(Job, job_id, populate_existing=True)  # as stored now, not as cached
+    if job is None:
         return False
-    status, error = row._tuple()  # the tuple form types its items (Any), not as object
+    status, error = job.status, job.error
     if status == JobStatus.CANCELLED:
         return True
     return status == JobStatus.FAILED and not (error or {}).get("retryable")
