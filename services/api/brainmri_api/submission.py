@@ -16,10 +16,10 @@ from typing import Any
 
 from fastapi import UploadFile
 
-from brainmri.db.jobs import count_active_jobs, create_job, delete_job
+from brainmri.db.jobs import check_active_job_limit, create_job, delete_job
 from brainmri.db.models import Job
 from brainmri.db.session import session_scope
-from brainmri.errors import EmptyInputError, InputTooLargeError, TooManyActiveJobsError
+from brainmri.errors import EmptyInputError, InputTooLargeError
 from brainmri.imaging.ingest import SanitizedUpload, sanitize_upload
 from brainmri.jobs.artifacts import upload_key
 from brainmri.jobs.enqueue import send_job
@@ -45,13 +45,8 @@ def refuse_when_at_limit(state: AppState, owner: str) -> None:
     A cheap early answer that spares the decode sandbox; :func:`submit_job` checks again
     under the owner's lock, which is what makes the limit exact.
     """
-    limit = state.settings.max_active_jobs_per_key
-    if limit <= 0:
-        return
     with session_scope(state.database_url) as session:
-        active = count_active_jobs(session, owner)
-    if active >= limit:
-        raise TooManyActiveJobsError(active, limit)
+        check_active_job_limit(session, owner, state.settings.max_active_jobs_per_key, lock=False)
 
 
 def validate_upload(state: AppState, data: bytes) -> SanitizedUpload:

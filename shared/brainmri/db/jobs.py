@@ -55,8 +55,7 @@ def create_job(
     """Insert a queued job. With ``max_active`` > 0, refuse (:class:`TooManyActiveJobsError`)
     when ``owner`` already has that many queued or running jobs; the check and the insert
     hold the owner's lock, so concurrent submissions cannot both take the last place."""
-    if max_active > 0:
-        check_active_job_limit(session, owner, max_active)
+    check_active_job_limit(session, owner, max_active)
     now = database_now(session)
     job = Job(
         id=job_id,
@@ -90,13 +89,18 @@ def count_active_jobs(session: Session, owner: str) -> int:
     )
 
 
-def check_active_job_limit(session: Session, owner: str, limit: int) -> None:
-    """Raise :class:`TooManyActiveJobsError` if ``owner`` has ``limit`` active jobs already.
+def check_active_job_limit(session: Session, owner: str, limit: int, *, lock: bool = True) -> None:
+    """Raise :class:`TooManyActiveJobsError` if ``owner`` has ``limit`` active jobs already
+    (``limit`` 0: no limit, nothing checked).
 
-    Takes the owner's lock first (held to the end of the transaction): the caller inserts or
-    requeues the job in the same transaction, so the count it passed stays true.
+    With ``lock``, takes the owner's lock first (held to the end of the transaction): the
+    caller inserts or requeues the job in the same transaction, so the count it passed stays
+    true. Without it the answer is only a cheap early one, to be checked again under the lock.
     """
-    hold_owner_lock(session, owner)
+    if limit <= 0:
+        return
+    if lock:
+        hold_owner_lock(session, owner)
     active = count_active_jobs(session, owner)
     if active >= limit:
         raise TooManyActiveJobsError(active, limit)

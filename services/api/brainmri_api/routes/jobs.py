@@ -214,9 +214,8 @@ def retry_job(
     job = get_job(session, check_job_id(job_id), owner=principal.owner_filter)
     if job is None:
         raise NotFoundError(f"no job {job_id}")
-    limit = state.settings.max_active_jobs_per_key
-    if limit > 0 and job.status == JobStatus.FAILED:  # it becomes active again: it needs a place
-        check_active_job_limit(session, job.owner, limit)
+    if job.status == JobStatus.FAILED:  # it becomes active again: it needs a place
+        check_active_job_limit(session, job.owner, state.settings.max_active_jobs_per_key)
     if not requeue_failed(session, job_id=job_id):
         raise ConflictError(
             f"job {job_id} is {job.status}; only failed jobs with a retryable error can be retried"
