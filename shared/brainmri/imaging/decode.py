@@ -213,10 +213,7 @@ def _to_grey_float(image: Image.Image) -> np.ndarray:
 def minmax_scale(values: np.ndarray) -> np.ndarray:
     """Rescale to [0, 1] from the array's own range; constant arrays become zeros."""
     values = _finite(values)
-    low, high = float(values.min()), float(values.max())
-    if high <= low:
-        return np.zeros(values.shape, dtype=np.float32)
-    return ((values - low) / (high - low)).astype(np.float32)
+    return _scaled(values, float(values.min()), float(values.max()))
 
 
 #: Side of the median filter that finds a slice's lone specks (see :func:`robust_scale`).
@@ -242,12 +239,20 @@ def robust_scale(values: np.ndarray) -> np.ndarray:
     macro-F1; ``scripts/raw_16bit_slices.py``, README "16-bit input").
     """
     values = _finite(values)
+    low, high = float(values.min()), float(values.max())
     size = (1,) * (values.ndim - 2) + (SPECK_FILTER_SIZE,) * 2
     smooth = median_filter(values, size=size, mode="nearest")
-    low, high = float(smooth.min()), float(smooth.max())
-    full = float(values.max()) - float(values.min())
-    if high <= low or full <= SPECK_RANGE_RATIO * (high - low):
-        return minmax_scale(values)
+    inner_low, inner_high = float(smooth.min()), float(smooth.max())
+    if inner_high > inner_low and high - low > SPECK_RANGE_RATIO * (inner_high - inner_low):
+        low, high = inner_low, inner_high
+    return _scaled(values, low, high)
+
+
+def _scaled(values: np.ndarray, low: float, high: float) -> np.ndarray:
+    """``values`` from ``low..high`` onto 0..1, anything outside clipped; zeros when the range
+    is empty (a constant image)."""
+    if high <= low:
+        return np.zeros(values.shape, dtype=np.float32)
     return np.clip((values - low) / (high - low), 0.0, 1.0).astype(np.float32)
 
 

@@ -86,7 +86,7 @@ def _confine_child() -> tuple[str, Confinement]:
     return scratch, confine_process(Path(scratch), readable=code_folders())
 
 
-def _serve(conn: Connection, memory_mb: int, confine: bool = False) -> None:
+def _serve(conn: Connection, memory_mb: int, confine: bool) -> None:
     """Child main loop: one ``(fn, args)`` at a time, each answered ``(ok, value)``.
 
     Ctrl-C goes to the whole process group; the parent decides when children stop, so the
