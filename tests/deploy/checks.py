@@ -872,10 +872,12 @@ def ingress_allowed(docs: list[dict], pod_labels: dict[str, str], port: int, sou
     namespace, by the NetworkPolicy rules: a pod no policy selects takes everything; a selected
     pod takes what some selecting policy's ingress rule lets in."""
     namespace = next(d["metadata"]["namespace"] for d in docs if d["metadata"].get("namespace"))
-    name = next(
+    name = next(  # the port's name on the target pod, which a policy may use instead
         (
             p.get("name")
-            for _, pod in pod_specs(docs)
+            for doc, pod in pod_specs(docs)
+            if pod_labels.items()
+            <= (doc["spec"]["template"]["metadata"].get("labels") or {}).items()
             for c in containers(pod)
             for p in c.get("ports") or []
             if p["containerPort"] == port
