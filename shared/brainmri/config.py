@@ -197,18 +197,43 @@ class Settings(BaseSettings):
     upload_decode_timeout_seconds: float = Field(
         30.0,
         gt=0,
-        description="Uploads are validated and de-identified in child processes; "
-        "one taking longer is stopped (422).",
+        description="Uploads are validated and de-identified in child processes, and workers "
+        "decode job inputs in such children (`BRAINMRI_WORKER_DECODE_SANDBOX`); a decode "
+        "taking longer is stopped (an upload gets 422, a job's file gets its own error).",
     )
-    upload_sandbox_processes: int = Field(2, ge=1, le=32, description="Decode child processes.")
+    upload_sandbox_processes: int = Field(
+        2,
+        ge=1,
+        le=32,
+        description="The API's decode child processes (workers: `BRAINMRI_DECODE_WORKERS`).",
+    )
     upload_sandbox_memory_mb: int = Field(
-        2048, ge=0, description="Address-space cap of each decode child (0: none)."
+        2048,
+        ge=0,
+        description="Address-space cap of each decode child, the API's and the workers' (0: none).",
     )
     upload_sandbox_confine: bool = Field(
         True,
-        description="Confine decode children (Linux Landlock): no environment, no files but "
-        "Python's and brainmri's code and a scratch folder, no TCP. Where the kernel cannot, "
-        "the API logs a warning and decodes unconfined. Off only to debug a decoder.",
+        description="Confine decode children, the API's and the workers' (Linux Landlock): no "
+        "environment, no files but Python's and brainmri's code and a scratch folder, no TCP. "
+        "Where the kernel cannot, the process logs a warning and decodes unconfined. Off only "
+        "to debug a decoder.",
+    )
+    decode_child_max_tasks: int = Field(
+        1000,
+        ge=1,
+        description="Decodes one decode child runs before a fresh one replaces it (C decoders "
+        "may leak or fragment memory; a replacement costs about 0.3 s of start-up, which "
+        "bulk decoding in a job waits for).",
+    )
+    worker_decode_sandbox: bool = Field(
+        True,
+        description="Workers decode job inputs (uploads again, evaluation folders, training "
+        "data) in the same kind of child processes as the API's uploads, "
+        "`BRAINMRI_DECODE_WORKERS` of them, under the `BRAINMRI_UPLOAD_DECODE_TIMEOUT_SECONDS`, "
+        "`BRAINMRI_UPLOAD_SANDBOX_MEMORY_MB` and `BRAINMRI_UPLOAD_SANDBOX_CONFINE` rules: "
+        "files in an S3 prefix reach the decoders without passing the API. Off: workers decode "
+        "in their own threads, unconfined.",
     )
 
     # --- API -----------------------------------------------------------------------------

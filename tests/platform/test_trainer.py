@@ -24,6 +24,7 @@ from brainmri.config import Settings
 from brainmri.db.models import Job, ModelStage, ModelVersion
 from brainmri.db.session import session_scope
 from brainmri.errors import BrainMRIError, ConfigurationError
+from brainmri.imaging.confine import landlock_abi
 from brainmri.jobs.celery_app import create_celery
 from brainmri.jobs.names import RETRAIN_CHECK_TASK
 from brainmri.jobs.schedule import beat_schedule, parse_cron
@@ -174,6 +175,8 @@ def test_train_promote_follow_and_rollback(stack: TrainerStack) -> None:
     assert result["test_metrics"]["macro_f1"] > result["production_metrics"]["macro_f1"]
     assert "95% paired interval" in result["gate"]  # the default gate asks for a clear gain
     assert {"eval_report.json", "training_curves.png", "roc_binary.png"} <= set(result["artifacts"])
+    if landlock_abi() > 0:  # the job's files were decoded in confined children, not in it
+        assert "decode children confined" in stack.trainer.log_path.read_text(errors="replace")
     candidate = result["model_version"]
     assert stack.production() == candidate
     # The worker that started before the promotion now serves the new version, same process.

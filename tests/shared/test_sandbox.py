@@ -10,6 +10,9 @@ bounds on elapsed time are what the sandbox itself guarantees (sleeps cannot be 
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -120,6 +123,43 @@ def test_a_hung_decode_times_out_while_a_concurrent_decode_succeeds(
     assert legit_pid != hung_pid
 
 
+def running(pid: int) -> bool:
+    """Alive and not a zombie (an orphan's zombie waits for whatever init reaps it)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads Linux /proc")
+def test_a_hung_decode_ends_when_its_parent_is_killed(tmp_path: Path) -> None:
+    """A parent killed mid-decode (a Celery hard time limit, the OOM killer) can no longer
+    kill its hung child; the child must notice and end by itself, not spin forever."""
+    pid_file = tmp_path / "hung.pid"
+    script = (
+        f"import sys; sys.path.insert(0, {str(Path(__file__).parents[2])!r})\n"
+        "from brainmri.imaging.sandbox import DecodeSandbox\n"
+        "from tests.shared.test_sandbox import hang\n"
+        f"DecodeSandbox(processes=1, timeout=3600, confine=False).run(hang, {str(pid_file)!r})\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", script])
+    try:
+        wait_for(pid_file)
+        child = int(pid_file.read_text())
+        time.sleep(1.5)
+        assert running(child)
+    finally:
+        parent.kill()
+        parent.wait()
+    deadline = time.monotonic() + 15.0
+    while running(child) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if running(child):
+        os.kill(child, signal.SIGKILL)
+        pytest.fail("the decode child outlived its killed parent")
+
+
 def test_the_sandbox_keeps_working_after_a_timeout(make_sandbox) -> None:
     sandbox = make_sandbox(processes=1, timeout=4.0)
     first = sandbox.run(os.getpid)
@@ -168,3 +208,13 @@ def test_close_stops_idle_children_and_a_later_run_starts_new_ones(make_sandbox)
     sandbox.close()
     assert not alive(first)
     assert sandbox.run(os.getpid) != first
+
+
+def test_a_child_is_replaced_after_its_share_of_decodes(make_sandbox) -> None:
+    """``tasks_per_child`` (``BRAINMRI_DECODE_CHILD_MAX_TASKS``): a fresh child takes over."""
+    sandbox = make_sandbox(processes=1, timeout=60.0, tasks_per_child=3)
+    pids = [sandbox.run(os.getpid) for _ in range(7)]
+    assert pids[0] == pids[1] == pids[2]
+    assert pids[3] == pids[4] == pids[5] != pids[0]
+    assert pids[6] not in (pids[0], pids[3])
+    assert not alive(pids[0])

@@ -10,7 +10,7 @@ from celery import Celery
 from brainmri.config import Settings
 from brainmri.imaging.dicom import SliceSelection
 from brainmri.imaging.limits import InputLimits
-from brainmri.imaging.sandbox import DecodeSandbox
+from brainmri.imaging.sandbox import DecodeSandbox, sandbox_from_settings
 from brainmri.inference.loader import dicom_selection
 from brainmri.jobs.celery_app import create_celery
 from brainmri.storage import ObjectStore, open_store
@@ -42,11 +42,8 @@ class AppState:
 
     @cached_property
     def sandbox(self) -> DecodeSandbox:
-        return DecodeSandbox(
-            processes=self.settings.upload_sandbox_processes,
-            timeout=self.settings.upload_decode_timeout_seconds,
-            memory_mb=self.settings.upload_sandbox_memory_mb,
-            confine=self.settings.upload_sandbox_confine,
+        return sandbox_from_settings(
+            self.settings, processes=self.settings.upload_sandbox_processes
         )
 
     @property

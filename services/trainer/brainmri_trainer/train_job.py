@@ -25,6 +25,7 @@ from brainmri.evaluation.compare import compare_runs, load_eval_run
 from brainmri.evaluation.report import evaluate, items_from_samples
 from brainmri.inference.loader import engine_for_bundle
 from brainmri.jobs.artifacts import artifact_url
+from brainmri.jobs.decoding import job_decode_sandbox
 from brainmri.jobs.runtime import JobCancelled, JobContext, JobOutcome
 from brainmri.models.bundle import load_bundle
 from brainmri.registry.cache import ProductionModel
@@ -109,6 +110,7 @@ def run_train(ctx: JobContext) -> JobOutcome:
     started = time.monotonic()
     options = train_options(params)
     source = resolve_source(params["dataset"], settings)
+    sandbox = job_decode_sandbox(settings)  # every decode below reads files users sent
     with tempfile.TemporaryDirectory(prefix="brainmri-train-") as tmp:
         work = Path(tmp)
         ctx.progress(0.0, {"stage": "listing dataset"})
@@ -130,6 +132,7 @@ def run_train(ctx: JobContext) -> JobOutcome:
             seed=options["seed"],
             workers=settings.decode_workers,
             progress=False,
+            sandbox=sandbox,
         )
         budget = loop_budget_minutes(
             settings, params.get("time_budget_minutes"), time.monotonic() - started
@@ -154,6 +157,7 @@ def run_train(ctx: JobContext) -> JobOutcome:
             progress=False,
             command=f"train job {ctx.job_id}",
             name=settings.model_name,
+            decode_sandbox=sandbox,
         )
         try:
             result = trainer.run()
@@ -161,14 +165,14 @@ def run_train(ctx: JobContext) -> JobOutcome:
             raise JobCancelled(str(exc)) from exc
         ctx.progress(0.87, {"stage": "evaluating on the held-out split"})
         test_items = items_from_samples(read_manifest(work / "split" / "test.csv"))
-        candidate = engine_for_bundle(settings, load_bundle(result.bundle_dir))
+        candidate = engine_for_bundle(settings, load_bundle(result.bundle_dir), sandbox=sandbox)
         candidate_report = evaluate(
             candidate,
             test_items,
             work / "eval-candidate",
             threshold=candidate.metadata.default_threshold,
         ).report
-        production_engine = ProductionModel(settings).engine()
+        production_engine = ProductionModel(settings, sandbox=sandbox).engine()
         production_report = evaluate(
             production_engine,
             test_items,

@@ -5,9 +5,11 @@ from __future__ import annotations
 from functools import lru_cache
 
 from brainmri.config import get_settings
+from brainmri.jobs.decoding import job_decode_sandbox
 from brainmri.registry.cache import ProductionModel
 
 
 @lru_cache(maxsize=1)
 def production_model() -> ProductionModel:
-    return ProductionModel(get_settings())
+    settings = get_settings()
+    return ProductionModel(settings, sandbox=job_decode_sandbox(settings))

@@ -30,9 +30,9 @@ import torch.nn.functional as F
 from brainmri.concurrency import bounded_map
 from brainmri.data.labels import CLASS_NAMES, binary_label, canonical_class
 from brainmri.errors import DatasetError, InputError
-from brainmri.imaging.decode import decode_image
-from brainmri.imaging.inputs import read_file_limited
+from brainmri.imaging.inputs import raster_pixels, read_file_limited
 from brainmri.imaging.limits import InputLimits
+from brainmri.imaging.sandbox import DecodeSandbox, run_decoder
 from brainmri.progress import progress_bar
 
 log = logging.getLogger(__name__)
@@ -143,12 +143,14 @@ def scan_class_folders(roots: Sequence[Path]) -> tuple[list[LabelledPath], int]:
     return found, unlabelled
 
 
-def _fingerprint_one(item: LabelledPath, limits: InputLimits) -> ImageRecord:
+def _fingerprint_one(
+    item: LabelledPath, limits: InputLimits, sandbox: DecodeSandbox | None
+) -> ImageRecord:
     record = ImageRecord(path=item.path, class_name=item.class_name)
     try:
         data = read_file_limited(item.path, limits)
         record.sha256 = hashlib.sha256(data).hexdigest()
-        pixels = decode_image(data, limits).pixels
+        pixels = run_decoder(sandbox, raster_pixels, data, limits)
     except (InputError, OSError) as exc:
         record.error = str(exc)
         return record
@@ -174,11 +176,14 @@ def fingerprint_images(
     workers: int = 2,
     progress: bool = True,
     limits: InputLimits | None = None,
+    sandbox: DecodeSandbox | None = None,
 ) -> list[ImageRecord]:
+    """Hash and thumbnail every file; ``sandbox`` decodes them there (the train job: its
+    files come from users), None in this process (``brainmri dataset build``)."""
     limits = limits or InputLimits()
     return list(
         progress_bar(
-            bounded_map(lambda item: _fingerprint_one(item, limits), items, workers, 64),
+            bounded_map(lambda item: _fingerprint_one(item, limits, sandbox), items, workers, 64),
             total=len(items),
             desc="hash+thumbnail",
             unit="img",
@@ -387,6 +392,7 @@ def build_dataset_from_items(
     progress: bool = True,
     unlabelled: int = 0,
     split_version: int = 2,
+    sandbox: DecodeSandbox | None = None,
 ) -> BuildSummary:
     """The builder for labelled files that are already known (e.g. from a manifest).
 
@@ -401,7 +407,7 @@ def build_dataset_from_items(
             "no images found under class-named folders "
             f"(expected folders like {', '.join(CLASS_NAMES)} or their aliases)"
         )
-    records = fingerprint_images(items, workers=workers, progress=progress)
+    records = fingerprint_images(items, workers=workers, progress=progress, sandbox=sandbox)
     readable = [record for record in records if record.error is None]
     summary = BuildSummary(
         n_files=len(records),

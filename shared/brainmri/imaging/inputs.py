@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -18,6 +18,10 @@ from brainmri.errors import (
 from brainmri.imaging.decode import InputFormat, decode_image, sniff_format
 from brainmri.imaging.dicom import SliceSelection, read_dicom_bytes, read_dicom_zip
 from brainmri.imaging.limits import InputLimits
+from brainmri.imaging.sandbox import run_decoder
+
+if TYPE_CHECKING:
+    from brainmri.imaging.sandbox import DecodeSandbox
 
 InputKind = Literal["image", "dicom", "dicom_zip"]
 
@@ -86,15 +90,24 @@ def read_file_limited(path: Path, limits: InputLimits | None = None) -> bytes:
     return path.read_bytes()
 
 
+def raster_pixels(data: bytes, limits: InputLimits) -> np.ndarray:
+    """A raster image's grey pixels: what a decode sandbox child computes for bulk readers."""
+    return decode_image(data, limits).pixels
+
+
 def read_raster_or_reason(
-    path: Path, limits: InputLimits | None = None
+    path: Path, limits: InputLimits | None = None, *, sandbox: DecodeSandbox | None = None
 ) -> tuple[np.ndarray, str] | str:
     """A local PNG/JPEG/TIFF/BMP file's grey pixels and the sha256 of its bytes (what dataset
     fingerprints are made of), or, when it cannot be read or decoded, why - as one line naming
-    the file. For bulk readers (training caches, data packs) that report bad files and go on."""
+    the file. For bulk readers (training caches, data packs) that report bad files and go on.
+
+    With ``sandbox`` the file is read here and decoded in a sandbox child (train jobs: their
+    data comes from users' S3 prefixes); without, in this process (a user's own files)."""
+    limits = limits or InputLimits()
     try:
         data = read_file_limited(path, limits)
-        pixels = decode_image(data, limits or InputLimits()).pixels
+        pixels = run_decoder(sandbox, raster_pixels, data, limits)
     except (InputError, OSError) as exc:
         return f"{path}: {exc}"
     return pixels, hashlib.sha256(data).hexdigest()

@@ -1,6 +1,6 @@
 """Untrusted decoding in child processes, with a time limit and a memory cap.
 
-Decoders are large C libraries fed by strangers. Running them in a few ``spawn``ed processes
+Decoders are large C libraries fed by strangers. Running them in a few child processes
 means a pathological file can cost at most ``timeout`` seconds and ``memory_mb`` of address
 space, and a crash or hang takes down a disposable child - never the API process.
 
@@ -29,31 +29,37 @@ limits bound what a malformed file costs; confinement bounds what a decoder expl
 from __future__ import annotations
 
 import logging
-import multiprocessing
+import os
 import queue
 import resource
 import shutil
 import signal
+import socket
+import subprocess
+import sys
 import sysconfig
 import tempfile
 import threading
+import time
 from collections.abc import Callable
 from multiprocessing.connection import Connection
-from multiprocessing.context import SpawnContext
 from multiprocessing.pool import (  # type: ignore[attr-defined]  # undocumented: not in typeshed
     ExceptionWithTraceback,
 )
 from multiprocessing.reduction import ForkingPickler
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from brainmri.errors import InputError, InputTooLargeError, UndecodableImageError
 from brainmri.imaging.confine import Confinement, confine_process, forget_environment
 
+if TYPE_CHECKING:
+    from brainmri.config import Settings
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-TASKS_PER_CHILD = 200  # recycle a child now and then: C decoders may leak or fragment memory
+TASKS_PER_CHILD = 1000  # recycle a child now and then: C decoders may leak or fragment memory
 START_TIMEOUT = 120.0  # importing the decoders is slow on a busy machine, but must not hang
 _READY = "ready"
 
@@ -86,14 +92,43 @@ def _confine_child() -> tuple[str, Confinement]:
     return scratch, confine_process(Path(scratch), readable=code_folders())
 
 
+def _exit_with_parent(poll_seconds: float = 1.0) -> None:
+    """End this child soon after its parent is gone, even in the middle of a decode.
+
+    A parent that exits normally closes the pipe and an idle child ends on EOF; but a parent
+    killed while its child is stuck in a hung decode (a Celery hard time limit, the OOM
+    killer) would leave that child spinning forever, since nobody kills it any more. When the
+    parent dies the child is re-parented, so a changed ``getppid()`` is the signal.
+    """
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(poll_seconds)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
+def serve_child() -> None:
+    """A decode child's entry point: ``python -c ... serve_child()`` with the socket's file
+    descriptor, the memory cap in MB and 1/0 for confinement as arguments."""
+    fd, memory_mb, confine = sys.argv[1:4]
+    _serve(Connection(int(fd)), int(memory_mb), confine == "1")
+
+
 def _serve(conn: Connection, memory_mb: int, confine: bool) -> None:
     """Child main loop: one ``(fn, args)`` at a time, each answered ``(ok, value)``.
 
     Ctrl-C goes to the whole process group; the parent decides when children stop, so the
-    child ignores it instead of printing a traceback mid-decode. The ready message carries the
-    child's scratch folder and what confinement achieved (``None`` for either when unconfined).
+    child ignores it instead of printing a traceback mid-decode. The parent's ``sys.path``
+    comes first, so the child imports what the parent's functions name. The ready message
+    carries the child's scratch folder and what confinement achieved (``None`` for either
+    when unconfined).
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _exit_with_parent()
+    sys.path[:] = conn.recv()
     _limit_memory(memory_mb)
     scratch, confinement = _confine_child() if confine else (None, None)
     conn.send((_READY, scratch, confinement))
@@ -116,25 +151,55 @@ def _serve(conn: Connection, memory_mb: int, confine: bool) -> None:
 
 
 class _Child:
-    """One warm decode process and the pipe to it; used by one caller at a time."""
+    """One warm decode process and the socket to it; used by one caller at a time.
 
-    def __init__(
-        self, context: SpawnContext, memory_mb: int, generation: int, confine: bool
-    ) -> None:
-        self.conn, child_end = context.Pipe()
-        self.process = context.Process(
-            target=_serve,
-            args=(child_end, memory_mb, confine),
-            name="brainmri-decode",
-            daemon=True,
-        )
-        self.process.start()
-        child_end.close()
+    Started with ``subprocess`` rather than ``multiprocessing``: Celery's prefork pool runs
+    jobs in daemonic billiard processes, from which ``multiprocessing`` refuses to start
+    children (and cannot pickle billiard's process key). A fresh interpreter with one
+    inherited socket needs neither.
+    """
+
+    def __init__(self, memory_mb: int, generation: int, confine: bool) -> None:
+        ours, theirs = socket.socketpair()
+        import brainmri
+
+        package_root = str(Path(brainmri.__file__).parent.parent)
+        try:
+            self.process = subprocess.Popen(  # noqa: S603 - our interpreter, fixed code
+                [
+                    sys.executable,
+                    "-c",
+                    f"import sys; sys.path.insert(0, {package_root!r}); "
+                    "from brainmri.imaging.sandbox import serve_child; serve_child()",
+                    str(theirs.fileno()),
+                    str(memory_mb),
+                    "1" if confine else "0",
+                ],
+                pass_fds=(theirs.fileno(),),
+                stdin=subprocess.DEVNULL,
+            )
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        self.conn = Connection(ours.detach())
+        self.conn.send(list(sys.path))
         self.generation = generation
         self.ready = False
         self.tasks = 0
         self.scratch: str | None = None
         self.confinement: Confinement | None = None
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def exit_code(self, wait: float = 5.0) -> int | None:
+        """The child's exit status once it has ended (after at most ``wait`` seconds)."""
+        try:
+            return self.process.wait(timeout=wait)
+        except subprocess.TimeoutExpired:
+            return None
 
     def wait_ready(self) -> None:
         """Block until the child has imported its decoders; that start-up is not decode time."""
@@ -145,15 +210,14 @@ class _Child:
                 raise RuntimeError(f"decode child did not start within {START_TIMEOUT:.0f} s")
             _, self.scratch, self.confinement = self.conn.recv()
         except EOFError as exc:
-            self.process.join(timeout=5)
             raise RuntimeError(
-                f"decode child died while starting (exit code {self.process.exitcode})"
+                f"decode child died while starting (exit code {self.exit_code()})"
             ) from exc
         self.ready = True
 
     def stop(self) -> None:
         self.process.kill()
-        self.process.join(timeout=10)
+        self.exit_code(wait=10)  # reaped: no zombie left behind
         self.conn.close()
         if self.scratch is not None:  # whatever a killed decode left half-written
             shutil.rmtree(self.scratch, ignore_errors=True)
@@ -169,15 +233,16 @@ class DecodeSandbox:
         timeout: float = 30.0,
         memory_mb: int = 2048,
         confine: bool = True,
+        tasks_per_child: int = TASKS_PER_CHILD,
     ) -> None:
         self.processes = processes
+        self.tasks_per_child = tasks_per_child
         self.timeout = timeout
         self.memory_mb = memory_mb
         self.confine = confine
         #: What the latest started child reported of its confinement (None: none started, or
         #: ``confine`` is off).
         self.confinement: Confinement | None = None
-        self._context = multiprocessing.get_context("spawn")
         self._lock = threading.Lock()
         self._generation = 0  # bumped by close(): children of older generations are retired
         # The slot queue is the semaphore: taking a slot is what lets a caller start a decode.
@@ -206,8 +271,7 @@ class DecodeSandbox:
             try:
                 ok, value = child.conn.recv()
             except EOFError as exc:
-                child.process.join(timeout=5)
-                log.warning("decode child died (exit code %s)", child.process.exitcode)
+                log.warning("decode child died (exit code %s)", child.exit_code())
                 raise UndecodableImageError(
                     "the decoder crashed on this input", code="decode_crashed"
                 ) from exc
@@ -239,7 +303,7 @@ class DecodeSandbox:
             log.warning("decode children run unconfined: %s", state.reason)
 
     def _started(self, child: _Child | None) -> _Child:
-        if child is not None and child.process.is_alive():
+        if child is not None and child.alive():
             return child
         if child is not None:  # died while idle (OOM killer, an operator): replace it
             child.stop()
@@ -248,7 +312,7 @@ class DecodeSandbox:
     def _spawn(self) -> _Child:
         with self._lock:
             generation = self._generation
-        return _Child(self._context, self.memory_mb, generation, self.confine)
+        return _Child(self.memory_mb, generation, self.confine)
 
     def _hand_back(self, child: _Child | None, in_step: bool) -> _Child | None:
         """What goes back into the slot: the same child, a fresh one, or None.
@@ -261,7 +325,7 @@ class DecodeSandbox:
             return None
         with self._lock:
             current = child.generation == self._generation
-        if in_step and current and child.tasks < TASKS_PER_CHILD:
+        if in_step and current and child.tasks < self.tasks_per_child:
             return child
         child.stop()
         if not current:
@@ -300,3 +364,25 @@ class DecodeSandbox:
                 taken.append(self._slots.get_nowait())
             except queue.Empty:
                 return taken
+
+
+def sandbox_from_settings(settings: Settings, *, processes: int) -> DecodeSandbox:
+    """A sandbox with the configured time, memory, confinement and recycling rules
+    (``BRAINMRI_UPLOAD_DECODE_TIMEOUT_SECONDS``, ``..._SANDBOX_MEMORY_MB``, ``..._CONFINE``,
+    ``BRAINMRI_DECODE_CHILD_MAX_TASKS``):
+    the API's upload sandbox and the workers' job sandbox hold decoders to the same rules."""
+    return DecodeSandbox(
+        processes=processes,
+        timeout=settings.upload_decode_timeout_seconds,
+        memory_mb=settings.upload_sandbox_memory_mb,
+        confine=settings.upload_sandbox_confine,
+        tasks_per_child=settings.decode_child_max_tasks,
+    )
+
+
+def run_decoder(sandbox: DecodeSandbox | None, fn: Callable[..., T], *args: Any) -> T:
+    """``fn(*args)`` in ``sandbox`` when there is one, else here: one call site for code that
+    decodes both untrusted job inputs (with a sandbox) and a user's own files (without)."""
+    if sandbox is None:
+        return fn(*args)
+    return sandbox.run(fn, *args)

@@ -4,6 +4,8 @@ The stages follow the pre-process -> predict -> post-process shape, each timed:
 
 * decode + preprocess run in a thread pool with a bounded look-ahead (Pillow, NumPy and the
   torch resize release the GIL), so the network is fed while later files are still decoding;
+  with a ``sandbox`` (the workers: their inputs come from users) each thread's decode runs in
+  a confined child process and only the pixels come back (:mod:`brainmri.imaging.sandbox`);
 * all TTA views of a batch go through the network in a single forward pass;
 * logits are divided by the bundle's calibration temperature before the softmax.
 
@@ -18,6 +20,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +33,7 @@ from brainmri.explain import CamResult, GradCamExplainer
 from brainmri.imaging.dicom import SliceSelection
 from brainmri.imaging.inputs import DecodedInput, decode_input, read_file_limited
 from brainmri.imaging.limits import InputLimits
+from brainmri.imaging.sandbox import DecodeSandbox, run_decoder
 from brainmri.inference.backends import EagerBackend, LogitsBackend, OnnxBackend
 from brainmri.inference.onnx_export import cached_onnx_path
 from brainmri.inference.results import Prediction, prediction_from_probs
@@ -85,8 +89,10 @@ class InferenceEngine:
         dicom_selection: SliceSelection | None = None,
         tta_views: Sequence[str] | None = None,
         onnx_cache_dir: Path | None = None,
+        sandbox: DecodeSandbox | None = None,
     ) -> None:
         self.bundle = bundle
+        self.sandbox = sandbox
         self.metadata = bundle.metadata
         self.preprocess = bundle.metadata.preprocess
         self.device = resolve_device(device)
@@ -127,7 +133,8 @@ class InferenceEngine:
     def prepare_bytes(self, data: bytes) -> PreparedInput:
         """Decode any accepted input and build its model tensors."""
         started = time.perf_counter()
-        decoded = decode_input(data, limits=self.limits, dicom_selection=self.dicom_selection)
+        decode = partial(decode_input, limits=self.limits, dicom_selection=self.dicom_selection)
+        decoded = run_decoder(self.sandbox, decode, data)
         tensors = [preprocess_slice(pixels, self.preprocess) for pixels in decoded.slices]
         self.times.add(decode=time.perf_counter() - started)
         return PreparedInput(decoded, tensors)

@@ -7,6 +7,7 @@ from pathlib import Path
 from brainmri.config import Settings
 from brainmri.imaging.dicom import SliceSelection
 from brainmri.imaging.limits import InputLimits
+from brainmri.imaging.sandbox import DecodeSandbox
 from brainmri.inference.engine import InferenceEngine
 from brainmri.models.bundle import ModelBundle, load_bundle
 
@@ -37,7 +38,10 @@ def engine_for_bundle(
     *,
     backend: str | None = None,
     device: str | None = None,
+    sandbox: DecodeSandbox | None = None,
 ) -> InferenceEngine:
+    """``sandbox``: decode there (job workers); None decodes in this process (the CLI, on a
+    user's own files)."""
     return InferenceEngine(
         bundle,
         backend=backend or settings.inference_backend,
@@ -47,4 +51,5 @@ def engine_for_bundle(
         decode_workers=settings.decode_workers,
         limits=InputLimits.from_settings(settings),
         dicom_selection=dicom_selection(settings),
+        sandbox=sandbox,
     )

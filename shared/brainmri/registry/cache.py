@@ -24,6 +24,7 @@ from brainmri.config import Settings
 from brainmri.db.models import ModelVersion
 from brainmri.db.session import session_scope
 from brainmri.errors import ModelBundleError
+from brainmri.imaging.sandbox import DecodeSandbox
 from brainmri.inference.engine import InferenceEngine
 from brainmri.inference.loader import engine_for_bundle
 from brainmri.models.bundle import load_bundle, sha256_file
@@ -98,15 +99,20 @@ class ProductionModel:
     """Per-process holder of the engine for the current production version."""
 
     def __init__(
-        self, settings: Settings, engine_factory: Callable[[Path], InferenceEngine] | None = None
+        self,
+        settings: Settings,
+        engine_factory: Callable[[Path], InferenceEngine] | None = None,
+        *,
+        sandbox: DecodeSandbox | None = None,
     ) -> None:
+        """``sandbox``: where each engine decodes its inputs (it outlives model changes)."""
         self.settings = settings
         self._engine: InferenceEngine | None = None
         self._version: str | None = None
         self._checked = 0.0
         self._lock = threading.Lock()
         self._factory = engine_factory or (
-            lambda path: engine_for_bundle(settings, load_bundle(path))
+            lambda path: engine_for_bundle(settings, load_bundle(path), sandbox=sandbox)
         )
         self._store: ObjectStore | None = None
 

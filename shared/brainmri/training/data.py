@@ -24,6 +24,7 @@ from brainmri.data.manifest import Sample
 from brainmri.imaging.decode import decode_image
 from brainmri.imaging.inputs import read_raster_or_reason
 from brainmri.imaging.limits import InputLimits
+from brainmri.imaging.sandbox import DecodeSandbox
 from brainmri.preprocess import (
     PreprocessConfig,
     normalize,
@@ -61,13 +62,15 @@ def build_cache(
     progress: bool = True,
     desc: str = "decode",
     limits: InputLimits | None = None,
+    sandbox: DecodeSandbox | None = None,
 ) -> SliceCache:
-    """Decode every sample once; unreadable files are reported, not fatal."""
+    """Decode every sample once; unreadable files are reported, not fatal. ``sandbox``: decode
+    in its children (the train job), None: in this process (``brainmri train``)."""
     limits = limits or InputLimits()
     index = {name: i for i, name in enumerate(class_names)}
 
     def load(sample: Sample) -> tuple[torch.Tensor, str] | str:
-        outcome = read_raster_or_reason(sample.path, limits)
+        outcome = read_raster_or_reason(sample.path, limits, sandbox=sandbox)
         if isinstance(outcome, str):
             return outcome
         pixels, sha256 = outcome

@@ -50,6 +50,7 @@ from brainmri.evaluation.metrics import (
     expected_calibration_error,
     tumor_probabilities,
 )
+from brainmri.imaging.sandbox import DecodeSandbox
 from brainmri.models.bundle import BundleMetadata, ModelBundle, default_bundle_dir, load_bundle
 from brainmri.models.factory import create_model
 from brainmri.preprocess import PreprocessConfig
@@ -174,6 +175,7 @@ class _CacheArgs(TypedDict):
     workers: int
     progress: bool
     class_names: Sequence[str]
+    sandbox: DecodeSandbox | None
 
 
 class Trainer:
@@ -193,8 +195,12 @@ class Trainer:
         command: str | None = None,
         protected_dirs: Sequence[Path] = (),
         name: str = "brainmri",
+        decode_sandbox: DecodeSandbox | None = None,
     ) -> None:
+        """``decode_sandbox``: decode the images in its children (the train job, on data
+        from users); None decodes them in this process (``brainmri train``)."""
         self.config = config
+        self.decode_sandbox = decode_sandbox
         self.class_names = list(class_names)
         self.out_dir = Path(out_dir)
         self.hooks = hooks or TrainHooks()
@@ -479,6 +485,7 @@ class Trainer:
             "workers": config.decode_workers,
             "progress": self.progress,
             "class_names": self.class_names,
+            "sandbox": self.decode_sandbox,
         }
         train = build_cache(
             self.train_samples,

@@ -1,0 +1,45 @@
+"""The decode sandbox of a job process: predict and evaluate workers, the train job.
+
+Why workers need one although the API already sandboxes uploads: an evaluate or train job
+reads files straight from an S3 prefix or an allowed folder, and a zipped DICOM series keeps
+its compressed pixel data through de-identification, so attacker-made bytes reach Pillow's
+and pydicom's C decoders in the worker too - a process that holds the database URL, the S3
+keys and the broker. With ``BRAINMRI_WORKER_DECODE_SANDBOX`` (on by default) those decoders
+run in confined child processes (:mod:`brainmri.imaging.sandbox`); the worker still fetches
+the bytes (the children can reach no network or file) and gets back only pixels.
+
+One sandbox per process and configuration, started lazily: Celery's prefork pool forks its
+job processes before any job runs, and a process forked from one that already had a sandbox
+(its pipes shared with the parent) builds its own instead of using the inherited one.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+
+from brainmri.config import Settings
+from brainmri.imaging.sandbox import DecodeSandbox, sandbox_from_settings
+
+_sandboxes: dict[tuple[object, ...], DecodeSandbox] = {}
+_lock = threading.Lock()
+
+
+def job_decode_sandbox(settings: Settings) -> DecodeSandbox | None:
+    """This process's sandbox for ``settings``, or None when the setting turns it off."""
+    if not settings.worker_decode_sandbox:
+        return None
+    key = (
+        os.getpid(),
+        settings.decode_workers,
+        settings.upload_decode_timeout_seconds,
+        settings.upload_sandbox_memory_mb,
+        settings.upload_sandbox_confine,
+        settings.decode_child_max_tasks,
+    )
+    with _lock:
+        sandbox = _sandboxes.get(key)
+        if sandbox is None:
+            sandbox = sandbox_from_settings(settings, processes=settings.decode_workers)
+            _sandboxes[key] = sandbox
+        return sandbox
