@@ -1,4 +1,5 @@
-"""Test-side generators for hostile and unusual inputs (never imported by the project)."""
+"""Test-side generators for hostile and unusual inputs, and checks shared by the service
+tests (never imported by the project)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,12 @@ import zipfile
 import zlib
 from pathlib import Path
 
+import jsonschema
 import numpy as np
 import pydicom
 from PIL import Image
+
+from brainmri.jobs.results import RESULT_MODELS
 
 PYDICOM_TEST_FILES = Path(pydicom.__file__).parent / "data" / "test_files"
 
@@ -96,3 +100,11 @@ def lying_zip(declared: int = 10, actual: int = 5 * 1024 * 1024) -> bytes:
     central = data.rfind(b"PK\x01\x02")
     patched[central + 24 : central + 28] = struct.pack("<I", declared)
     return bytes(patched)
+
+
+def assert_documented_result(openapi: dict, kind: str, result: dict) -> None:
+    """``result`` matches the OpenAPI document's schema for a ``kind`` job exactly: every
+    required field there, none it does not describe (the result models forbid extras)."""
+    name = RESULT_MODELS[kind].__name__
+    schema = {"$ref": f"#/components/schemas/{name}", "components": openapi["components"]}
+    jsonschema.validate(result, schema)

@@ -22,6 +22,7 @@ from brainmri.db.jobs import create_job
 from brainmri.db.models import Job, ModelStage, ModelVersion
 from brainmri.db.session import session_scope
 from brainmri.db.types import utcnow
+from brainmri.jobs.results import TrainResult
 from brainmri.jobs.runtime import JobContext, JobOwnershipLost
 from brainmri.registry.gate import GateDecision
 from brainmri.registry.versions import ProductionChangedError, promote, register_bundle
@@ -191,5 +192,6 @@ def test_a_rerun_of_a_train_job_that_registered_its_model_does_not_train_again(
     assert outcome.result["promoted"] is True
     assert outcome.result["stage"] == ModelStage.PRODUCTION
     assert "not trained again" in outcome.result["recovered"]
+    TrainResult.model_validate(outcome.result)  # the documented shape, nothing undocumented
     assert PASSING.reason in outcome.result["gate"]
     assert set(_stages(url)) == versions_before

@@ -26,7 +26,14 @@ from brainmri.db.types import utcnow
 from brainmri.phantom import FOLDER_NAMES, phantom_png, write_phantom_dataset
 from brainmri.phantom_dicom import FakePatient, dataset_bytes, phantom_series, zip_series
 from brainmri_api.main import create_app
-from tests.helpers import encode, grey_image, png_header_only, zip_bomb, zip_bytes
+from tests.helpers import (
+    assert_documented_result,
+    encode,
+    grey_image,
+    png_header_only,
+    zip_bomb,
+    zip_bytes,
+)
 from tests.infra import (
     S3Server,
     WorkerProcess,
@@ -66,6 +73,10 @@ class Stack:
 
     def upload_keys(self) -> list[str]:
         return self.s3.keys(self.bucket, "uploads/")
+
+    def openapi(self) -> dict:
+        """The document clients read, as served."""
+        return self.client.get("/openapi.json").json()
 
     def queue_length(self) -> int:
         return int(redis_lib.Redis.from_url(self.env["BRAINMRI_BROKER_URL"]).llen("predict"))
@@ -142,6 +153,7 @@ def test_predict_job_end_to_end(stack: Stack) -> None:
         "cam_url",
     }
     assert result["threshold"] == 0.01  # TUMOR_THRESH, as the worker read it
+    assert_documented_result(stack.openapi(), "predict", result)
     assert set(result["class_probs"]) == set(CLASSES)
     assert job["model_version"] and job["model_version"] == result["model_version"]
     cam = stack.client.get(result["cam_url"], headers=USER)
@@ -164,6 +176,7 @@ def test_request_threshold_and_tta(stack: Stack) -> None:
     assert job["result"]["threshold"] == 0.9
     assert job["result"]["tta"] is True
     assert job["result"]["cam_url"] is None
+    assert_documented_result(stack.openapi(), "predict", job["result"])
     assert job["result"]["has_tumor"] == (job["result"]["tumor_prob"] >= 0.9)
 
 
@@ -178,6 +191,7 @@ def test_zipped_dicom_series_job_reveals_no_phi(stack: Stack) -> None:
     assert job["status"] == "succeeded", job
     assert job["result"]["input"]["kind"] == "dicom_zip"
     assert job["result"]["input"]["n_slices"] == 5
+    assert_documented_result(stack.openapi(), "predict", job["result"])
     text = json.dumps(job)
     for value in (patient.name, "Doe", patient.patient_id, patient.accession, patient.birth_date):
         assert value not in text
@@ -194,6 +208,7 @@ def test_evaluate_over_an_s3_prefix(stack: Stack) -> None:
     assert job["status"] == "succeeded", job
     result = job["result"]
     assert result["n_labeled"] == 12 and result["n_failed"] == 0
+    assert_documented_result(stack.openapi(), "evaluate", result)
     for key in (
         "acc_multiclass",
         "macro_f1",

@@ -35,6 +35,7 @@ from brainmri_api.auth import key_id
 from brainmri_api.main import create_app
 from brainmri_trainer.train_job import loop_budget_minutes
 from tests.conftest import make_bundle
+from tests.helpers import assert_documented_result
 from tests.infra import (
     S3Server,
     WorkerProcess,
@@ -170,6 +171,8 @@ def test_train_promote_follow_and_rollback(stack: TrainerStack) -> None:
     better = train(stack, epochs=8, lr=2e-3)
     assert better["status"] == "succeeded", better
     result = better["result"]
+    openapi = stack.client.get("/openapi.json").json()
+    assert_documented_result(openapi, "train", result)
     assert len(better["seen_epochs"]) >= 2  # progress reported per epoch
     assert result["promoted"] is True, result["gate"]
     assert result["test_metrics"]["macro_f1"] > result["production_metrics"]["macro_f1"]
@@ -186,6 +189,7 @@ def test_train_promote_follow_and_rollback(stack: TrainerStack) -> None:
     worse = train(stack, epochs=1, lr=1e-9, seed=3)
     assert worse["status"] == "succeeded", worse
     assert worse["result"]["promoted"] is False
+    assert_documented_result(openapi, "train", worse["result"])
     assert "gain" in worse["result"]["gate"]
     stuck = worse["result"]["model_version"]
     shown = stack.client.get(f"/v1/models/{stuck}", headers=USER).json()

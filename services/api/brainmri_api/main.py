@@ -14,6 +14,7 @@ from brainmri.config import Settings, get_settings
 from brainmri.db.session import session_scope
 from brainmri.logs import configure_logging
 from brainmri.registry.versions import ensure_production_model
+from brainmri_api import openapi
 from brainmri_api.auth import KeyRing
 from brainmri_api.errors import install_error_handlers
 from brainmri_api.limits import BodyLimitMiddleware
@@ -59,6 +60,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,  # ReDoc loads its logo from a CDN (see routes.docs)
     )
     app.state.brainmri = state
+    openapi.install(app)
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(jobs.router)
