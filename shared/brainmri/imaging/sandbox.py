@@ -24,6 +24,9 @@ With ``confine`` (the default), each child also confines itself before it takes 
 database URL and keys), may read nothing but Python's and brainmri's own code, write only in a
 scratch folder of its own (removed with the child), and make no TCP connection. Time and memory
 limits bound what a malformed file costs; confinement bounds what a decoder exploit could reach.
+What a child sends back is data in :mod:`brainmri.imaging.wire`'s format, never a pickle, so a
+compromised child cannot run code in its parent either; a reply that is not well formed costs
+that child its life and the caller a 422 (``decode_crashed``).
 """
 
 from __future__ import annotations
@@ -43,14 +46,12 @@ import threading
 import time
 from collections.abc import Callable
 from multiprocessing.connection import Connection
-from multiprocessing.pool import (  # type: ignore[attr-defined]  # undocumented: not in typeshed
-    ExceptionWithTraceback,
-)
 from multiprocessing.reduction import ForkingPickler
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from brainmri.errors import InputError, InputTooLargeError, UndecodableImageError
+from brainmri.imaging import wire
 from brainmri.imaging.confine import Confinement, confine_process, forget_environment
 
 if TYPE_CHECKING:
@@ -131,7 +132,7 @@ def _serve(conn: Connection, memory_mb: int, confine: bool) -> None:
     sys.path[:] = conn.recv()
     _limit_memory(memory_mb)
     scratch, confinement = _confine_child() if confine else (None, None)
-    conn.send((_READY, scratch, confinement))
+    conn.send_bytes(wire.dumps((_READY, scratch, confinement)))
     while True:
         try:
             fn, args = conn.recv()
@@ -140,14 +141,15 @@ def _serve(conn: Connection, memory_mb: int, confine: bool) -> None:
         try:
             reply: tuple[bool, Any] = (True, fn(*args))
         except Exception as exc:  # every failure, MemoryError included, belongs to the caller
-            reply = (False, ExceptionWithTraceback(exc, exc.__traceback__))
+            reply = (False, exc)
         try:
-            conn.send(reply)
+            frame = wire.dumps(reply)
+        except wire.WireError as exc:  # a result of a type replies do not carry
+            frame = wire.dumps((False, RuntimeError(f"decode result could not be sent: {exc}")))
+        try:
+            conn.send_bytes(frame)
         except OSError:
             return
-        except Exception as exc:  # an unpicklable result must not end the loop
-            # send() pickles before it writes anything, so the pipe is still in step
-            conn.send((False, RuntimeError(f"decode result could not be sent back: {exc!r}")))
 
 
 class _Child:
@@ -208,12 +210,32 @@ class _Child:
         try:
             if not self.conn.poll(START_TIMEOUT):
                 raise RuntimeError(f"decode child did not start within {START_TIMEOUT:.0f} s")
-            _, self.scratch, self.confinement = self.conn.recv()
+            message = wire.loads(self.conn.recv_bytes())
         except EOFError as exc:
             raise RuntimeError(
                 f"decode child died while starting (exit code {self.exit_code()})"
             ) from exc
+        match message:
+            case (str() as tag, str() | None as scratch, Confinement() | None as confinement):
+                if tag != _READY:
+                    raise RuntimeError(f"decode child sent {tag!r} instead of {_READY!r}")
+                self.scratch, self.confinement = scratch, confinement
+            case _:
+                raise RuntimeError("decode child sent a malformed ready message")
         self.ready = True
+
+    def reply(self, max_bytes: int | None) -> tuple[bool, Any]:
+        """The child's answer as ``(ok, value)``; a frame that is not one is the child's fault
+        (a decoder exploit speaking for it): :class:`wire.WireError`."""
+        try:
+            frame = self.conn.recv_bytes(max_bytes)
+        except OSError as exc:  # longer than max_bytes
+            raise wire.WireError(f"reply refused: {exc}") from exc
+        match wire.loads(frame):
+            case (bool() as ok, value):
+                return ok, value
+            case _:
+                raise wire.WireError("a reply is an (ok, value) pair")
 
     def stop(self) -> None:
         self.process.kill()
@@ -269,11 +291,16 @@ class DecodeSandbox:
                     code="decode_timeout",
                 )
             try:
-                ok, value = child.conn.recv()
+                ok, value = child.reply(self.memory_mb * 1024**2 if self.memory_mb > 0 else None)
             except EOFError as exc:
                 log.warning("decode child died (exit code %s)", child.exit_code())
                 raise UndecodableImageError(
                     "the decoder crashed on this input", code="decode_crashed"
+                ) from exc
+            except wire.WireError as exc:
+                log.warning("decode child sent a malformed reply, killed: %s", exc)
+                raise UndecodableImageError(
+                    "the decoder sent back a malformed reply", code="decode_crashed"
                 ) from exc
             in_step = True
         finally:
