@@ -214,10 +214,10 @@ class Settings(BaseSettings):
     )
     upload_sandbox_confine: bool = Field(
         True,
-        description="Confine decode children, the API's and the workers' (Linux Landlock): no "
-        "environment, no files but Python's and brainmri's code and a scratch folder, no TCP. "
-        "Where the kernel cannot, the process logs a warning and decodes unconfined. Off only "
-        "to debug a decoder.",
+        description="Confine decode children, the API's and the workers': no environment; no "
+        "files but Python's and brainmri's code and a scratch folder, no TCP (Linux Landlock); "
+        "no new socket of any kind (seccomp). Where the kernel cannot, the process logs a "
+        "warning and decodes unconfined. Off only to debug a decoder.",
     )
     decode_child_max_tasks: int = Field(
         1000,

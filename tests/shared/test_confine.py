@@ -1,7 +1,8 @@
 """The decode sandbox's children are confined (Linux Landlock): code running in one - a decoder
 exploit, here stood in for by ordinary library calls run through ``DecodeSandbox.run`` - cannot
-read the API's environment or files, make TCP connections or write outside its own scratch
-folder, and has no environment of its own; every accepted input still decodes.
+read the API's environment or files, make TCP connections, create any socket (seccomp) or
+write outside its own scratch folder, and has no environment of its own; every accepted input
+still decodes.
 
 The calls are standard-library functions, picklable by reference, because a confined child
 can import only from the Python installation and the brainmri package, not from tests/.
@@ -49,7 +50,7 @@ def confined() -> Iterator[DecodeSandbox]:
 def test_the_child_reports_what_it_could_confine(confined: DecodeSandbox) -> None:
     state = confined.run(os.getpid) and confined.confinement
     assert state is not None
-    assert state.files and state.tcp and state.abi >= 4, state
+    assert state.files and state.tcp and state.sockets and state.abi >= 4, state
 
 
 def test_the_apis_environment_and_files_are_out_of_reach(
@@ -119,3 +120,22 @@ def test_scratch_files_stay_in_the_childs_folder_which_close_removes() -> None:
 def test_every_accepted_input_still_decodes(confined: DecodeSandbox, data) -> None:  # type: ignore[no-untyped-def]
     clean = confined.run(sanitize_upload, data(), InputLimits(), SliceSelection())
     assert clean.data and clean.extension in (".png", ".dcm", ".zip")
+
+
+@pytest.mark.skipif(os.uname().machine not in ("x86_64", "aarch64"), reason="no socket filter")
+@pytest.mark.parametrize(
+    "call",
+    [
+        (socket.socket, socket.AF_INET, socket.SOCK_DGRAM),  # UDP: a DNS query would leak
+        (socket.socket, socket.AF_INET6, socket.SOCK_DGRAM),
+        (socket.socket, socket.AF_UNIX, socket.SOCK_STREAM),
+        (socket.socketpair,),
+    ],
+    ids=["udp", "udp6", "unix", "socketpair"],
+)
+def test_no_socket_of_any_kind_can_be_made(confined: DecodeSandbox, call: tuple) -> None:
+    """Landlock stops TCP only; the seccomp filter stops every new socket, so nothing a
+    decoder sees (the next uploads, DICOM headers before de-identification) can be sent out."""
+    assert confined.confinement is not None and confined.confinement.sockets
+    with pytest.raises(PermissionError):
+        confined.run(*call)

@@ -1,4 +1,5 @@
-"""Confine the calling process with Linux Landlock: no files outside one scratch folder, no TCP.
+"""Confine the calling process with Linux Landlock (no files outside one scratch folder, no
+TCP) and a seccomp filter (no new socket of any kind).
 
 Why: the decode sandbox's children parse files sent by strangers with large C libraries
 (Pillow's codecs, pydicom's pixel handlers, zlib). Resource limits bound what a malformed file
@@ -59,13 +60,15 @@ class _PathBeneathAttr(ctypes.Structure):
 
 @dataclass(frozen=True)
 class Confinement:
-    """What :func:`confine_process` achieved; ``abi`` 0: nothing was restricted (``reason``)."""
+    """What :func:`confine_process` achieved; ``abi`` 0: nothing was restricted (``reason``).
+    ``sockets``: :func:`deny_new_sockets` holds too."""
 
     abi: int
     files: bool
     tcp: bool
     signals: bool
     reason: str = ""
+    sockets: bool = False
 
 
 def landlock_abi() -> int:
@@ -162,3 +165,69 @@ def forget_environment() -> None:
 def _errno(call: str) -> str:
     number = ctypes.get_errno()
     return f"{call} failed: {os.strerror(number)} (errno {number})"
+
+
+# --- seccomp: no new sockets ------------------------------------------------------------------
+_PR_SET_SECCOMP, _SECCOMP_MODE_FILTER = 22, 2
+_SECCOMP_RET_ALLOW, _SECCOMP_RET_ERRNO = 0x7FFF0000, 0x00050000
+_EPERM = 1
+_LD_ABS_W, _JEQ_K, _JGE_K, _RET_K = 0x20, 0x15, 0x35, 0x06
+_IO_URING_SETUP = 425  # the same number on every architecture (unified table)
+#: audit architecture, socket, socketpair and the first x32 number (x86-64 only) by machine.
+_SOCKET_CALLS = {
+    "x86_64": (0xC000003E, 41, 53, 0x40000000),
+    "aarch64": (0xC00000B7, 198, 199, 0xFFFFFFFF),
+}
+
+
+class _SockFilter(ctypes.Structure):
+    _fields_ = [
+        ("code", ctypes.c_uint16),
+        ("jt", ctypes.c_uint8),
+        ("jf", ctypes.c_uint8),
+        ("k", ctypes.c_uint32),
+    ]
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(_SockFilter))]
+
+
+def deny_new_sockets() -> str:
+    """Forbid this process, irreversibly, to create any socket (seccomp); "" when it holds,
+    else why not.
+
+    Why, beside Landlock: Landlock (up to ABI 7) restricts TCP only, so a decoder exploit
+    could still send what it sees - the next uploads, DICOM headers with patient names before
+    de-identification - out over UDP (a DNS query is enough) or a raw socket. A decode child
+    needs no socket beyond the one it inherited from its parent, so ``socket``,
+    ``socketpair`` and ``io_uring_setup`` (whose operations bypass seccomp) fail with EPERM,
+    as does every system call made through another architecture's entry point (a 64-bit
+    process can make 32-bit ones, with other numbers).
+    """
+    if not sys.platform.startswith("linux"):
+        return "seccomp is Linux only"
+    calls = _SOCKET_CALLS.get(os.uname().machine)
+    if calls is None:
+        return f"no socket filter for {os.uname().machine}"
+    arch, socket_nr, socketpair_nr, x32_base = calls
+    deny = _SECCOMP_RET_ERRNO | _EPERM
+    program = [
+        (_LD_ABS_W, 0, 0, 4),  # seccomp_data.arch
+        (_JEQ_K, 0, 6, arch),  # another architecture's entry point: deny
+        (_LD_ABS_W, 0, 0, 0),  # seccomp_data.nr
+        (_JGE_K, 4, 0, x32_base),
+        (_JEQ_K, 3, 0, socket_nr),
+        (_JEQ_K, 2, 0, socketpair_nr),
+        (_JEQ_K, 1, 0, _IO_URING_SETUP),
+        (_RET_K, 0, 0, _SECCOMP_RET_ALLOW),
+        (_RET_K, 0, 0, deny),
+    ]
+    filters = (_SockFilter * len(program))(*[_SockFilter(*op) for op in program])
+    fprog = _SockFprog(len(program), filters)
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0):
+        return _errno("prctl(NO_NEW_PRIVS)")
+    if libc.prctl(_PR_SET_SECCOMP, _SECCOMP_MODE_FILTER, ctypes.byref(fprog), 0, 0):
+        return _errno("prctl(SECCOMP_MODE_FILTER)")
+    return ""

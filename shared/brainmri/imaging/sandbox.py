@@ -20,10 +20,11 @@ start), so the wait is bounded by queue depth, and the HTTP front end already bo
 request. A 422 for a decode that never started would blame the upload for the server's load.
 
 With ``confine`` (the default), each child also confines itself before it takes any work
-(:mod:`brainmri.imaging.confine`, Linux Landlock): it forgets its environment (the API's
-database URL and keys), may read nothing but Python's and brainmri's own code, write only in a
-scratch folder of its own (removed with the child), and make no TCP connection. Time and memory
-limits bound what a malformed file costs; confinement bounds what a decoder exploit could reach.
+(:mod:`brainmri.imaging.confine`): it forgets its environment (the API's database URL and
+keys), may read nothing but Python's and brainmri's own code and write only in a scratch
+folder of its own, removed with the child (Landlock), and can create no socket of any kind
+(seccomp). Time and memory limits bound what a malformed file costs; confinement bounds what a
+decoder exploit could reach.
 What a child sends back is data in :mod:`brainmri.imaging.wire`'s format, never a pickle, so a
 compromised child cannot run code in its parent either; a reply that is not well formed costs
 that child its life and the caller a 422 (``decode_crashed``).
@@ -31,6 +32,7 @@ that child its life and the caller a 422 (``decode_crashed``).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import queue
@@ -52,7 +54,12 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from brainmri.errors import InputError, InputTooLargeError, UndecodableImageError
 from brainmri.imaging import wire
-from brainmri.imaging.confine import Confinement, confine_process, forget_environment
+from brainmri.imaging.confine import (
+    Confinement,
+    confine_process,
+    deny_new_sockets,
+    forget_environment,
+)
 
 if TYPE_CHECKING:
     from brainmri.config import Settings
@@ -90,7 +97,12 @@ def _confine_child() -> tuple[str, Confinement]:
     scratch = tempfile.mkdtemp(prefix="brainmri-decode-")
     tempfile.tempdir = scratch
     forget_environment()
-    return scratch, confine_process(Path(scratch), readable=code_folders())
+    state = confine_process(Path(scratch), readable=code_folders())
+    problem = deny_new_sockets()
+    if problem:
+        reason = "; ".join(filter(None, [state.reason, f"sockets: {problem}"]))
+        return scratch, dataclasses.replace(state, reason=reason)
+    return scratch, dataclasses.replace(state, sockets=True)
 
 
 def _exit_with_parent(poll_seconds: float = 1.0) -> None:
@@ -321,13 +333,14 @@ class DecodeSandbox:
         self.confinement = state
         if state.files:
             log.info(
-                "decode children confined (Landlock ABI %d): files%s%s",
+                "decode children confined (Landlock ABI %d): files%s%s%s",
                 state.abi,
                 ", TCP" if state.tcp else "",
                 ", signals" if state.signals else "",
+                ", no new sockets" if state.sockets else "",
             )
-        else:
-            log.warning("decode children run unconfined: %s", state.reason)
+        if not (state.files and state.sockets):
+            log.warning("decode children run partly or wholly unconfined: %s", state.reason)
 
     def _started(self, child: _Child | None) -> _Child:
         if child is not None and child.alive():
