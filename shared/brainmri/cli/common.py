@@ -42,6 +42,17 @@ def unit_interval(value: str) -> float:
     return number
 
 
+def count(value: str) -> int:
+    """argparse type of a count that may be 0 (a negative one is a usage error, not "none")."""
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {value!r}") from None
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {number}")
+    return number
+
+
 def print_json(payload: Any) -> None:
     json.dump(payload, sys.stdout, indent=2, default=str)
     sys.stdout.write("\n")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from brainmri.cli.common import EPILOG, fail, unit_interval
+from brainmri.cli.common import EPILOG, count, fail, unit_interval
 from brainmri.config import get_settings
 
 
@@ -14,8 +14,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "eval",
         help="evaluate a model on labelled images (report + plots)",
         description="DATA is a folder of class-named subfolders or a CSV manifest. Writes "
-        "predictions.csv, eval_report.json, errors.csv (when some inputs failed) and plots to "
-        "OUT, replacing those files from an earlier run. Exits 1 when no image could be "
+        "predictions.csv, eval_report.json, errors.csv (when some inputs failed), plots and "
+        "mistakes.png (the worst mistakes, when there are any) to OUT, replacing those files "
+        "from an earlier run. Exits 1 when no image could be "
         "scored.",
         epilog=EPILOG,
     )
@@ -44,6 +45,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="resample whole near-duplicate groups (default; needs a manifest with group_id, "
         "else images are resampled) or single images",
     )
+    parser.add_argument(
+        "--mistakes",
+        type=count,
+        default=16,
+        metavar="N",
+        help="show the N worst mistakes in mistakes.png: missed tumours first (0: none)",
+    )
     parser.add_argument("--backend", choices=("auto", "eager", "bf16", "onnx"), default=None)
     parser.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default=None)
     parser.set_defaults(handler=run)
@@ -70,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
         progress=True,
         bootstrap=args.bootstrap,
         bootstrap_by=args.bootstrap_by,
+        mistakes=args.mistakes,
     )
     r = outcome.report
     if r["n_scored"] == 0:

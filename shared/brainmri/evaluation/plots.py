@@ -19,7 +19,8 @@ from brainmri import DISCLAIMER
 _FOOTER = DISCLAIMER
 
 
-def _save(fig: Figure, path: Path) -> Path:
+def save_figure(fig: Figure, path: Path) -> Path:
+    """Write ``fig`` with the research-use footer every plot carries."""
     fig.text(0.5, -0.02, _FOOTER, ha="center", va="top", fontsize=6, color="0.4")
     fig.savefig(path, dpi=120, bbox_inches="tight")
     return path
@@ -51,7 +52,7 @@ def plot_confusion(
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
     ax.set_title(title)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_roc_binary(
@@ -75,7 +76,7 @@ def plot_roc_binary(
     ax.set_ylabel("sensitivity (true positive rate)")
     ax.set_title("ROC - tumor vs no tumor")
     ax.legend(loc="lower right")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_pr_binary(y_bin: np.ndarray, tumor_prob: np.ndarray, ap: float | None, path: Path) -> Path:
@@ -90,7 +91,7 @@ def plot_pr_binary(y_bin: np.ndarray, tumor_prob: np.ndarray, ap: float | None, 
     ax.set_ylim(0, 1.02)
     ax.set_title("Precision-recall - tumor vs no tumor")
     ax.legend(loc="lower left")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_threshold_sweep(
@@ -114,7 +115,7 @@ def plot_threshold_sweep(
     ax.set_ylim(-0.02, 1.02)
     ax.set_title("Threshold sweep (101 thresholds)")
     ax.legend(loc="best", fontsize=8, ncol=2, framealpha=0.85)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_reliability(bins: Sequence[dict[str, float]], ece: float, path: Path) -> Path:
@@ -129,7 +130,7 @@ def plot_reliability(bins: Sequence[dict[str, float]], ece: float, path: Path) -
     ax.set_ylabel("accuracy")
     ax.set_title(f"Reliability diagram (ECE = {ece:.4f})")
     ax.legend(loc="upper left")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_roc_per_class(
@@ -151,7 +152,7 @@ def plot_roc_per_class(
     ax.set_ylabel("true positive rate")
     ax.set_title("ROC per class (one vs rest)")
     ax.legend(loc="lower right", fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def kept_epoch(history: Sequence[dict[str, Any]]) -> int | None:
@@ -193,4 +194,4 @@ def training_curves_figure(history: Sequence[dict[str, Any]]) -> Figure:
 
 
 def plot_training_curves(history: Sequence[dict[str, Any]], path: Path) -> Path:
-    return _save(training_curves_figure(history), path)
+    return save_figure(training_curves_figure(history), path)

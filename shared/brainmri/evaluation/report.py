@@ -3,8 +3,9 @@
 Artifacts (all in ``out_dir``): ``predictions.csv``, ``eval_report.json``, ``errors.csv`` (only
 when some inputs failed), and, when at least one scored image has a label, the plots
 ``cm_multiclass.png``, ``cm_binary.png``, ``roc_binary.png``, ``pr_binary.png``,
-``threshold_sweep.png``, ``reliability.png``, ``roc_per_class.png``. A run first removes
-these names (and nothing else) from ``out_dir``, so a reused folder shows one run only.
+``threshold_sweep.png``, ``reliability.png``, ``roc_per_class.png``, and ``mistakes.png`` when
+the model made any (:mod:`brainmri.evaluation.mistakes`). A run first removes these names (and
+nothing else) from ``out_dir``, so a reused folder shows one run only.
 
 A file that cannot be decoded is listed in ``errors.csv`` and excluded from the metrics; it
 never shifts other predictions (each result is tied to its input by index). Images without a
@@ -38,9 +39,11 @@ from brainmri.evaluation.metrics import (
     threshold_sweep,
     tumor_probabilities,
 )
+from brainmri.evaluation.mistakes import MISTAKES_FILE, plot_mistakes, worst_mistakes
 from brainmri.inference.engine import InferenceEngine, Source
 from brainmri.inference.results import Prediction
 from brainmri.jsonutil import jsonable
+from brainmri.storage.base import ObjectNotFoundError
 
 if TYPE_CHECKING:
     from brainmri.data.manifest import Sample
@@ -80,7 +83,7 @@ def items_from_samples(samples: Iterable[Sample]) -> list[EvalItem]:
 
 
 #: Every file :func:`evaluate` may write; a run removes these (and only these) first.
-OUTPUT_FILES = (REPORT_FILE, PREDICTIONS_FILE, ERRORS_FILE, *PLOT_FILES)
+OUTPUT_FILES = (REPORT_FILE, PREDICTIONS_FILE, ERRORS_FILE, *PLOT_FILES, MISTAKES_FILE)
 
 
 def clear_outputs(out_dir: Path) -> None:
@@ -113,8 +116,10 @@ def evaluate(
     plots_enabled: bool = True,
     bootstrap: int = 0,
     bootstrap_by: Literal["group", "image"] = "group",
+    mistakes: int = 16,
 ) -> EvalOutcome:
-    """Score ``items`` with ``engine`` and write the report artifacts into ``out_dir``."""
+    """Score ``items`` with ``engine`` and write the report artifacts into ``out_dir``;
+    ``mistakes``: how many of the worst mistakes ``mistakes.png`` shows (0: none)."""
     if not items:
         raise DatasetError("nothing to evaluate: no images found")
     out_dir = Path(out_dir)
@@ -183,6 +188,9 @@ def evaluate(
         outcome.artifacts += _write_plots(
             out_dir, report, y_true, probs, y_bin, tumor_prob, class_names
         )
+        gallery = _write_mistakes(engine, labelled, threshold, mistakes, out_dir)
+        if gallery is not None:
+            outcome.artifacts.append(gallery)
     report["artifacts"] = [path.name for path in outcome.artifacts] + [REPORT_FILE]
     report = jsonable(report)
     (out_dir / REPORT_FILE).write_text(json.dumps(report, indent=2, allow_nan=False) + "\n")
@@ -253,6 +261,28 @@ def _confidence_intervals(
         "unit": "group" if groups else "image",
         **{key: list(bounds) for key, bounds in intervals.items()},
     }
+
+
+def _write_mistakes(
+    engine: InferenceEngine,
+    labelled: Sequence[tuple[EvalItem, Prediction]],
+    threshold: float,
+    limit: int,
+    out_dir: Path,
+) -> Path | None:
+    """``mistakes.png``; each shown slice is read again (as the engine reads any input, so a
+    worker decodes it in its sandbox), a handful of files rather than every slice kept."""
+    every = worst_mistakes(labelled, threshold, len(labelled))
+    if limit <= 0 or not every:
+        return None
+
+    def slice_of(item: EvalItem) -> np.ndarray | None:
+        try:
+            return engine.prepare_source(item.source).decoded.display_slice
+        except (InputError, ObjectNotFoundError, OSError):
+            return None  # gone or changed since it was scored: leave its tile out
+
+    return plot_mistakes(every[:limit], slice_of, threshold, len(every), out_dir / MISTAKES_FILE)
 
 
 def _write_errors(out_dir: Path, errors: list[tuple[EvalItem, InputError]]) -> Path:

@@ -206,6 +206,7 @@ const PLOTS = {
   "threshold_sweep.png": "Sensitivity and specificity across thresholds",
   "reliability.png": "Reliability diagram (calibration)",
   "roc_per_class.png": "One-versus-rest ROC curve per class",
+  "mistakes.png": "The worst mistakes: missed tumours first, then false alarms, then other classes",
 };
 
 function confusionTable(result) {
