@@ -73,9 +73,18 @@ _READY = "ready"
 
 
 def _limit_memory(memory_mb: int) -> None:
+    """Cap the child's address space, then warm its decoders.
+
+    macOS refuses an ``RLIMIT_AS`` lower than what the process already maps (Apple-silicon
+    worker hosts are a target): the child then decodes uncapped and says so on stderr, rather
+    than dying at start and failing every job.
+    """
     if memory_mb > 0:
         limit = memory_mb * 1024 * 1024
-        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+        try:
+            resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+        except (ValueError, OSError) as exc:
+            print(f"brainmri decode child: no memory cap ({exc})", file=sys.stderr)
     import brainmri.imaging.ingest  # noqa: F401 - warm the decoders once per child
 
 
