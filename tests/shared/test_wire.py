@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import UnidentifiedImageError
 
 from brainmri.errors import InputError, UndecodableImageError
 from brainmri.imaging import wire
@@ -85,7 +86,11 @@ def test_errors_keep_class_code_and_the_childs_traceback() -> None:
         pass
 
     renamed = round_trip(LibraryError("codec state broken"))
-    assert type(renamed) is RuntimeError and "LibraryError: codec state broken" in str(renamed)
+    assert type(renamed) is Exception and "LibraryError: codec state broken" in str(renamed)
+    # A library's OSError stays an OSError, so `except OSError` still catches it.
+    unidentified = round_trip(UnidentifiedImageError("cannot identify image file"))
+    assert type(unidentified) is OSError
+    assert "UnidentifiedImageError: cannot identify image file" in str(unidentified)
 
 
 class Colour(Enum):

@@ -134,8 +134,8 @@ def _encode(value: Any, buffers: list[bytes]) -> Any:
 def _encode_error(error: BaseException, buffers: list[bytes]) -> Any:
     name = f"{type(error).__module__}.{type(error).__name__}"
     if name not in _error_classes():
-        # A library's own exception: sent as a RuntimeError that names it.
-        return _encode_error(_renamed(error), buffers)
+        # A library's own exception: sent as its nearest built-in base class, naming it.
+        return _encode_error(_as_builtin(error), buffers)
     args = list(error.args)
     if isinstance(error, errors.BrainMRIError):
         args = [error.message]
@@ -152,8 +152,21 @@ def _encode_error(error: BaseException, buffers: list[bytes]) -> Any:
     }
 
 
-def _renamed(error: BaseException) -> RuntimeError:
-    renamed = RuntimeError(f"{type(error).__module__}.{type(error).__name__}: {error}")
+def _as_builtin(error: BaseException) -> Exception:
+    """``error`` as the first built-in exception class in its MRO (``OSError`` for Pillow's
+    ``UnidentifiedImageError``), so ``except OSError`` still catches it in the parent; its
+    own class name leads the message. Not an ``Exception`` at all: a ``RuntimeError``."""
+    allowed = _error_classes()
+    base: type[Exception] = RuntimeError
+    for cls in type(error).__mro__:
+        if cls.__module__ == "builtins" and f"builtins.{cls.__name__}" in allowed:
+            base = cls
+            break
+    message = f"{type(error).__module__}.{type(error).__name__}: {error}"
+    try:
+        renamed = base(message)
+    except TypeError:  # a base that wants other arguments (UnicodeDecodeError's five)
+        renamed = RuntimeError(message)
     renamed.__traceback__ = error.__traceback__
     return renamed
 
