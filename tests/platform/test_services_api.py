@@ -23,6 +23,7 @@ from brainmri.db.jobs import create_job, delete_job
 from brainmri.db.models import Job, Prediction
 from brainmri.db.session import session_scope
 from brainmri.db.types import utcnow
+from brainmri.imaging.confine import landlock_abi
 from brainmri.phantom import FOLDER_NAMES, phantom_png, write_phantom_dataset
 from brainmri.phantom_dicom import FakePatient, dataset_bytes, phantom_series, zip_series
 from brainmri_api.main import create_app
@@ -521,6 +522,15 @@ def test_health_readiness_and_prometheus(stack: Stack) -> None:
     assert samples[("brainmri_oldest_queued_job_age_seconds", (("kind", "train"),))] >= 120
     median = samples[("brainmri_inference_seconds_per_image", (("quantile", "0.5"),))]
     assert 0 < median < 60
+    # The API's decode children started with it and said what holds (alert on a 0).
+    guards = {
+        dict(labels)["guard"]: value
+        for (name, labels), value in samples.items()
+        if name == "brainmri_upload_sandbox_confined"
+    }
+    assert set(guards) == {"files", "tcp", "signals", "sockets"}
+    if landlock_abi() >= 6:
+        assert set(guards.values()) == {1.0}
     assert any(
         name == "brainmri_http_request_duration_seconds_count" and dict(labels)["route"]
         for name, labels in samples

@@ -40,6 +40,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     keyring = KeyRing(settings.api_keys, production=settings.environment == "production")
     metrics = Metrics(settings)
     state = AppState(settings=settings, keyring=keyring, metrics=metrics)
+    metrics.watch_sandbox(state.sandbox)  # no child starts until the lifespan's warm-up
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

@@ -1,7 +1,8 @@
 """Prometheus metrics and request logging.
 
 ``GET /metrics`` exposes request latency, jobs by kind and status, the age of the oldest
-queued job per kind, live workers and queue depth per queue, and inference time per image.
+queued job per kind, live workers and queue depth per queue, inference time per image, and
+which guards the API's decode children hold.
 All but the latency are read on scrape (from the database and the broker), so every API
 replica reports the same numbers and workers need no metrics endpoint of their own.
 """
@@ -27,6 +28,7 @@ from brainmri.db.models import Job, JobStatus
 from brainmri.db.session import session_scope
 from brainmri.db.types import database_now
 from brainmri.db.workers import live_workers_by_queue
+from brainmri.imaging.sandbox import DecodeSandbox
 from brainmri.jobs.names import ALL_QUEUES
 from brainmri.jobs.queues import queue_depths
 from brainmri.logs import request_log_context
@@ -108,6 +110,30 @@ class PlatformCollector(Collector):
         yield depth
 
 
+class SandboxCollector(Collector):
+    """Which guards the API's decode children hold, read from the sandbox on each scrape."""
+
+    GUARDS = ("files", "tcp", "signals", "sockets")
+
+    def __init__(self, sandbox: DecodeSandbox) -> None:
+        self.sandbox = sandbox
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        confined = GaugeMetricFamily(
+            "brainmri_upload_sandbox_confined",
+            "1 where the API's decode children hold the guard (files, tcp, signals: Linux "
+            "Landlock; sockets: seccomp), 0 where they do not (a kernel without them, or "
+            "BRAINMRI_UPLOAD_SANDBOX_CONFINE=false); alert on 0. No sample before a child "
+            "has started",
+            labels=["guard"],
+        )
+        state = self.sandbox.confinement
+        if state is not None or not self.sandbox.confine:
+            for guard in self.GUARDS:
+                confined.add_metric([guard], float(bool(state and getattr(state, guard))))
+        yield confined
+
+
 class Metrics:
     def __init__(self, settings: Settings) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
@@ -119,6 +145,10 @@ class Metrics:
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
         )
         self.registry.register(PlatformCollector(settings))
+
+    def watch_sandbox(self, sandbox: DecodeSandbox) -> None:
+        """Report ``sandbox``'s confinement as ``brainmri_upload_sandbox_confined``."""
+        self.registry.register(SandboxCollector(sandbox))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

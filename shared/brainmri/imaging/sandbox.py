@@ -386,11 +386,23 @@ class DecodeSandbox:
             return None
 
     def warm_up(self) -> None:
-        """Start every idle slot's child now, so the first uploads do not pay for it."""
+        """Start every idle slot's child now and wait until each is ready, so the first
+        uploads do not pay for it and :attr:`confinement` (logged, and on the API's
+        ``/metrics``) is known from start-up. A child that fails to start leaves its slot
+        empty; the first decode there tries again and reports why."""
         taken = self._take_idle()
         try:
             for i, child in enumerate(taken):
-                taken[i] = self._started(child)
+                started = self._started(child)
+                taken[i] = started
+                try:
+                    started.wait_ready()
+                except RuntimeError:
+                    log.exception("a decode child failed to start")
+                    started.stop()
+                    taken[i] = None
+                    continue
+                self._note(started)
         finally:
             for child in taken:
                 self._slots.put(child)
