@@ -8,6 +8,7 @@ and - with a real child that forges a pickled reply - that the parent never runs
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import sys
@@ -139,11 +140,12 @@ def test_a_pickle_is_refused_unread(tmp_path: Path) -> None:
     assert not marker.exists()
 
 
-def forged(header: dict, *buffers: bytes) -> bytes:
-    import json
+def framed(header: bytes, *buffers: bytes) -> bytes:
+    return len(header).to_bytes(4, "big") + header + b"".join(buffers)
 
-    text = json.dumps({**header, "buffers": [len(b) for b in buffers]}).encode()
-    return len(text).to_bytes(4, "big") + text + b"".join(buffers)
+
+def forged(header: dict, *buffers: bytes) -> bytes:
+    return framed(json.dumps({**header, "buffers": [len(b) for b in buffers]}).encode(), *buffers)
 
 
 @pytest.mark.parametrize(
@@ -156,6 +158,7 @@ def forged(header: dict, *buffers: bytes) -> bytes:
         forged({"value": {"$": "dataclass", "name": "Confinement", "v": {"abi": 1, "evil": 1}}}),
         forged({"value": {"$": "bytes", "i": 0}}, b"abc") + b"trailing",
         b"\x00\x00",
+        framed(b'{"value":' + b"[" * 100_000 + b"]" * 100_000 + b',"buffers":[]}'),
     ],
     ids=[
         "unknown-tag",
@@ -165,6 +168,7 @@ def forged(header: dict, *buffers: bytes) -> bytes:
         "extra-field",
         "bad-length",
         "short",
+        "deep",
     ],
 )
 def test_malformed_or_hostile_frames_are_refused(frame: bytes) -> None:

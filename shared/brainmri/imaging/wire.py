@@ -191,7 +191,7 @@ def loads(frame: bytes) -> Any:
         return _decode(header["value"], buffers)
     except WireError:
         raise
-    except (struct.error, ValueError, KeyError, TypeError, IndexError) as exc:
+    except (struct.error, ValueError, KeyError, TypeError, IndexError, RecursionError) as exc:
         raise WireError(f"malformed reply from a decode child: {exc}") from exc
 
 
