@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -29,7 +30,7 @@ from brainmri.errors import (
 from brainmri.imaging.dicom import SliceSelection
 from brainmri.imaging.ingest import SanitizedUpload, sanitize_upload
 from brainmri.imaging.limits import InputLimits
-from brainmri.imaging.sandbox import DecodeSandbox
+from brainmri.imaging.sandbox import DecodeSandbox, sweep_stale_scratch
 from brainmri.phantom import phantom_png
 
 pytestmark = pytest.mark.slow
@@ -218,3 +219,50 @@ def test_a_child_is_replaced_after_its_share_of_decodes(make_sandbox) -> None:
     assert pids[3] == pids[4] == pids[5] != pids[0]
     assert pids[6] not in (pids[0], pids[3])
     assert not alive(pids[0])
+
+
+def test_stale_scratch_folders_of_dead_children_are_swept(tmp_path: Path) -> None:
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # a pid that no longer runs
+    dead = tmp_path / f"brainmri-decode-{gone.pid}-abc"
+    (dead / "series").mkdir(parents=True)
+    (dead / "series" / "IMG0001.dcm").write_bytes(b"half-unzipped, not yet de-identified")
+    alive_one = tmp_path / f"brainmri-decode-{os.getpid()}-def"
+    alive_one.mkdir()
+    odd = tmp_path / "brainmri-decode-notapid-ghi"
+    odd.mkdir()
+    assert sweep_stale_scratch(tmp_path) == [dead]
+    assert not dead.exists() and alive_one.is_dir() and odd.is_dir()
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads Linux /proc")
+def test_a_killed_parents_scratch_is_removed_by_the_next_sandbox() -> None:
+    """The parent killed mid-decode cannot clean up; the next sandbox to start does."""
+    before = set(Path(tempfile.gettempdir()).glob("brainmri-decode-*"))
+    script = (
+        "import time\n"
+        "from brainmri.imaging.sandbox import DecodeSandbox\n"
+        "DecodeSandbox(processes=1, timeout=3600, confine=True).run(time.sleep, 3600)\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", script])
+    try:
+        deadline = time.monotonic() + START_WAIT
+        while not (new := set(Path(tempfile.gettempdir()).glob("brainmri-decode-*")) - before):
+            assert time.monotonic() < deadline, "the child made no scratch folder"
+            time.sleep(0.1)
+        (scratch,) = new
+        child = int(scratch.name.split("-")[2])
+    finally:
+        parent.kill()
+        parent.wait()
+    deadline = time.monotonic() + 15.0
+    while running(child):
+        assert time.monotonic() < deadline, "the decode child outlived its killed parent"
+        time.sleep(0.1)
+    assert scratch.is_dir()  # nobody was left to remove it
+    sandbox = DecodeSandbox(processes=1, confine=True)
+    try:
+        sandbox.warm_up()
+    finally:
+        sandbox.close()
+    assert not scratch.exists()

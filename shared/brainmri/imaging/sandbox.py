@@ -99,11 +99,15 @@ def code_folders() -> list[Path]:
     return sorted(folder for folder in folders if folder.is_dir())
 
 
+SCRATCH_PREFIX = "brainmri-decode-"
+
+
 def _confine_child() -> tuple[str, Confinement]:
     """A scratch folder of the child's own for decoders' temporary files (unzipped series),
     no environment, then the Landlock rules; the folder's path goes back to the parent, which
-    removes it when the child stops."""
-    scratch = tempfile.mkdtemp(prefix="brainmri-decode-")
+    removes it when the child stops. Its name carries the child's pid, so a folder whose
+    parent was killed before it could remove it is found later (:func:`sweep_stale_scratch`)."""
+    scratch = tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-")
     tempfile.tempdir = scratch
     forget_environment()
     state = confine_process(Path(scratch), readable=code_folders())
@@ -112,6 +116,43 @@ def _confine_child() -> tuple[str, Confinement]:
         reason = "; ".join(filter(None, [state.reason, f"sockets: {problem}"]))
         return scratch, dataclasses.replace(state, reason=reason)
     return scratch, dataclasses.replace(state, sockets=True)
+
+
+def _process_gone(pid: int) -> bool:
+    """No such process, or only its zombie (an orphan's waits for whatever reaps it)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False  # another user's process
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False  # no /proc (macOS): it answered, so it runs
+    return state in ("Z", "X")
+
+
+def sweep_stale_scratch(folder: Path | None = None) -> list[Path]:
+    """Remove scratch folders of decode children that no longer run; the removed ones.
+
+    Why: a parent killed mid-decode (the OOM killer, a hard time limit, SIGKILL) cannot remove
+    its children's scratch folders, and an API's may hold a half-unzipped DICOM series from
+    before de-identification. A folder whose pid still runs (or is another user's) is left
+    alone; only folders in this process's temporary directory are looked at, so processes of
+    another container (another pid namespace) are never confused with dead ones unless they
+    share its ``/tmp``.
+    """
+    removed = []
+    for path in Path(folder or tempfile.gettempdir()).glob(f"{SCRATCH_PREFIX}*-*"):
+        pid_text = path.name[len(SCRATCH_PREFIX) :].split("-", 1)[0]
+        if not pid_text.isdigit() or not path.is_dir():
+            continue
+        if not _process_gone(int(pid_text)):
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
+    return removed
 
 
 def _exit_with_parent(poll_seconds: float = 1.0) -> None:
@@ -288,6 +329,7 @@ class DecodeSandbox:
         self.confinement: Confinement | None = None
         self._lock = threading.Lock()
         self._generation = 0  # bumped by close(): children of older generations are retired
+        self._swept = False  # stale scratch folders are swept before the first child starts
         # The slot queue is the semaphore: taking a slot is what lets a caller start a decode.
         # A slot holds its warm child, or None until one is started.
         self._slots: queue.Queue[_Child | None] = queue.Queue()
@@ -361,6 +403,10 @@ class DecodeSandbox:
     def _spawn(self) -> _Child:
         with self._lock:
             generation = self._generation
+            swept, self._swept = self._swept, True
+        if not swept and self.confine:
+            for path in sweep_stale_scratch():
+                log.warning("removed the scratch folder of a dead decode child: %s", path)
         return _Child(self.memory_mb, generation, self.confine)
 
     def _hand_back(self, child: _Child | None, in_step: bool) -> _Child | None:
