@@ -473,18 +473,23 @@ class DecodeSandbox:
                 return taken
 
 
+def sandbox_options(settings: Settings, *, processes: int) -> dict[str, Any]:
+    """:class:`DecodeSandbox`'s arguments under the configured time, memory, confinement and
+    recycling rules (``BRAINMRI_UPLOAD_DECODE_TIMEOUT_SECONDS``, ``..._SANDBOX_MEMORY_MB``,
+    ``..._CONFINE``, ``BRAINMRI_DECODE_CHILD_MAX_TASKS``): the API's upload sandbox and the
+    workers' job sandbox hold decoders to the same rules."""
+    return {
+        "processes": processes,
+        "timeout": settings.upload_decode_timeout_seconds,
+        "memory_mb": settings.upload_sandbox_memory_mb,
+        "confine": settings.upload_sandbox_confine,
+        "tasks_per_child": settings.decode_child_max_tasks,
+    }
+
+
 def sandbox_from_settings(settings: Settings, *, processes: int) -> DecodeSandbox:
-    """A sandbox with the configured time, memory, confinement and recycling rules
-    (``BRAINMRI_UPLOAD_DECODE_TIMEOUT_SECONDS``, ``..._SANDBOX_MEMORY_MB``, ``..._CONFINE``,
-    ``BRAINMRI_DECODE_CHILD_MAX_TASKS``):
-    the API's upload sandbox and the workers' job sandbox hold decoders to the same rules."""
-    return DecodeSandbox(
-        processes=processes,
-        timeout=settings.upload_decode_timeout_seconds,
-        memory_mb=settings.upload_sandbox_memory_mb,
-        confine=settings.upload_sandbox_confine,
-        tasks_per_child=settings.decode_child_max_tasks,
-    )
+    """A sandbox of ``processes`` children under the configured rules (see sandbox_options)."""
+    return DecodeSandbox(**sandbox_options(settings, processes=processes))
 
 
 def run_decoder(sandbox: DecodeSandbox | None, fn: Callable[..., T], *args: Any) -> T:

@@ -19,7 +19,7 @@ import os
 import threading
 
 from brainmri.config import Settings
-from brainmri.imaging.sandbox import DecodeSandbox, sandbox_from_settings
+from brainmri.imaging.sandbox import DecodeSandbox, sandbox_options
 
 _sandboxes: dict[tuple[object, ...], DecodeSandbox] = {}
 _lock = threading.Lock()
@@ -29,17 +29,11 @@ def job_decode_sandbox(settings: Settings) -> DecodeSandbox | None:
     """This process's sandbox for ``settings``, or None when the setting turns it off."""
     if not settings.worker_decode_sandbox:
         return None
-    key = (
-        os.getpid(),
-        settings.decode_workers,
-        settings.upload_decode_timeout_seconds,
-        settings.upload_sandbox_memory_mb,
-        settings.upload_sandbox_confine,
-        settings.decode_child_max_tasks,
-    )
+    options = sandbox_options(settings, processes=settings.decode_workers)
+    key = (os.getpid(), *sorted(options.items()))
     with _lock:
         sandbox = _sandboxes.get(key)
         if sandbox is None:
-            sandbox = sandbox_from_settings(settings, processes=settings.decode_workers)
+            sandbox = DecodeSandbox(**options)
             _sandboxes[key] = sandbox
         return sandbox
