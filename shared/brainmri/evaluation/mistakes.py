@@ -61,16 +61,15 @@ def classify_mistake(item: EvalItem, prediction: Prediction, threshold: float) -
 
 
 def worst_mistakes(
-    labelled: Sequence[tuple[EvalItem, Prediction]], threshold: float, limit: int
+    labelled: Sequence[tuple[EvalItem, Prediction]], threshold: float
 ) -> list[Mistake]:
-    """Up to ``limit`` mistakes, in the order of the module docstring (ties by name)."""
+    """Every mistake, worst first in the order of the module docstring (ties by name)."""
     found = [
         mistake
         for item, prediction in labelled
         if (mistake := classify_mistake(item, prediction, threshold)) is not None
     ]
-    found.sort(key=lambda m: (_ORDER[m.kind], -m.confidence, m.item.name))
-    return found[: max(0, limit)]
+    return sorted(found, key=lambda m: (_ORDER[m.kind], -m.confidence, m.item.name))
 
 
 def plot_mistakes(

@@ -272,8 +272,10 @@ def _write_mistakes(
 ) -> Path | None:
     """``mistakes.png``; each shown slice is read again (as the engine reads any input, so a
     worker decodes it in its sandbox), a handful of files rather than every slice kept."""
-    every = worst_mistakes(labelled, threshold, len(labelled))
-    if limit <= 0 or not every:
+    if limit <= 0:
+        return None
+    every = worst_mistakes(labelled, threshold)
+    if not every:
         return None
 
     def slice_of(item: EvalItem) -> np.ndarray | None:

@@ -14,6 +14,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from brainmri.imaging.inputs import InputKind
+
 _STRICT = ConfigDict(extra="forbid", protected_namespaces=())
 
 
@@ -24,7 +26,7 @@ class InputFacts(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    kind: Literal["image", "dicom", "dicom_zip"]
+    kind: InputKind
 
 
 class PredictResult(BaseModel):
