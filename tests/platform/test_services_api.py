@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import platform
 import time
 import uuid
 from collections import Counter
@@ -531,6 +532,16 @@ def test_health_readiness_and_prometheus(stack: Stack) -> None:
     assert set(guards) == {"files", "tcp", "signals", "sockets"}
     if landlock_abi() >= 6:
         assert set(guards.values()) == {1.0}
+    # So did the workers' job decode children, through each worker's presence report: none
+    # of the live workers lacks a guard this kernel grants.
+    lacking = {
+        dict(labels)["guard"]: value
+        for (name, labels), value in samples.items()
+        if name == "brainmri_worker_decode_unconfined"
+    }
+    assert set(lacking) == {"files", "tcp", "signals", "sockets"}
+    if landlock_abi() >= 6 and platform.machine() in {"x86_64", "aarch64"}:
+        assert set(lacking.values()) == {0.0}
     assert any(
         name == "brainmri_http_request_duration_seconds_count" and dict(labels)["route"]
         for name, labels in samples

@@ -2,7 +2,7 @@
 
 ``GET /metrics`` exposes request latency, jobs by kind and status, the age of the oldest
 queued job per kind, live workers and queue depth per queue, inference time per image, and
-which guards the API's decode children hold.
+which guards the API's decode children and the workers' job decode children hold.
 All but the latency are read on scrape (from the database and the broker), so every API
 replica reports the same numbers and workers need no metrics endpoint of their own.
 """
@@ -27,7 +27,8 @@ from brainmri.db.jobs import job_counts, oldest_queued
 from brainmri.db.models import Job, JobStatus
 from brainmri.db.session import session_scope
 from brainmri.db.types import database_now
-from brainmri.db.workers import live_workers_by_queue
+from brainmri.db.workers import live_workers_by_queue, live_workers_lacking_guards
+from brainmri.imaging.confine import GUARDS
 from brainmri.imaging.sandbox import DecodeSandbox
 from brainmri.jobs.names import ALL_QUEUES
 from brainmri.jobs.queues import queue_depths
@@ -88,16 +89,27 @@ class PlatformCollector(Collector):
                     inference.add_metric([str(quantile)], value)
         except Exception:
             log.warning("metrics: database unavailable", exc_info=True)
+        unconfined = GaugeMetricFamily(
+            "brainmri_worker_decode_unconfined",
+            "Live workers whose job decode children lack the guard (files, tcp, signals: "
+            "Linux Landlock; sockets: seccomp), because of their kernel or because "
+            "BRAINMRI_WORKER_DECODE_SANDBOX or BRAINMRI_UPLOAD_SANDBOX_CONFINE is off; a "
+            "worker that has not reported counts as lacking every guard. Alert on > 0",
+            labels=["guard"],
+        )
         try:  # apart: a database not yet migrated to the table must not hide the rest
             with session_scope(self.settings.resolved_database_url) as session:
                 within = self.settings.worker_alive_within
                 for queue, count in live_workers_by_queue(session, ALL_QUEUES, within).items():
                     live.add_metric([queue], count)
+                for guard, count in live_workers_lacking_guards(session, GUARDS, within).items():
+                    unconfined.add_metric([guard], count)
         except Exception:
             log.warning("metrics: live workers unknown", exc_info=True)
         yield jobs
         yield waiting
         yield live
+        yield unconfined
         yield inference
         depth = GaugeMetricFamily(
             "brainmri_queue_depth", "Messages waiting per queue", labels=["queue"]
@@ -113,8 +125,6 @@ class PlatformCollector(Collector):
 class SandboxCollector(Collector):
     """Which guards the API's decode children hold, read from the sandbox on each scrape."""
 
-    GUARDS = ("files", "tcp", "signals", "sockets")
-
     def __init__(self, sandbox: DecodeSandbox) -> None:
         self.sandbox = sandbox
 
@@ -129,8 +139,9 @@ class SandboxCollector(Collector):
         )
         state = self.sandbox.confinement
         if state is not None or not self.sandbox.confine:
-            for guard in self.GUARDS:
-                confined.add_metric([guard], float(bool(state and getattr(state, guard))))
+            held = state.held() if state is not None else ()
+            for guard in GUARDS:
+                confined.add_metric([guard], float(guard in held))
         yield confined
 
 

@@ -184,3 +184,6 @@ class Worker(Base):
     queues: Mapped[str] = mapped_column(String(255))  # comma-separated
     started_at: Mapped[datetime] = mapped_column(UTCDateTime)
     seen_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    #: Comma-separated guards its job decode children hold (``brainmri.imaging.confine.GUARDS``,
+    #: "" for none); NULL: not reported (a worker older than the column).
+    decode_guards: Mapped[str | None] = mapped_column(String(64), nullable=True, default=None)

@@ -24,22 +24,31 @@ from brainmri.db.types import database_now
 FORGET_AFTER = timedelta(days=1)
 
 
-def report_alive(session: Session, name: str, queues: Iterable[str]) -> None:
-    """Record that worker ``name`` is alive now and consumes ``queues``; prune old rows."""
+def report_alive(
+    session: Session,
+    name: str,
+    queues: Iterable[str],
+    decode_guards: Iterable[str] | None = None,
+) -> None:
+    """Record that worker ``name`` is alive now, consumes ``queues`` and (when known) that its
+    job decode children hold ``decode_guards``; prune old rows."""
     now = database_now(session)
     listed = ",".join(sorted(set(queues)))
+    guards = None if decode_guards is None else ",".join(decode_guards)
     refreshed = cast(  # an UPDATE's result is a CursorResult, which has rowcount
         CursorResult[Any],
         session.execute(
             update(Worker)
             .where(Worker.name == name)
-            .values(queues=listed, seen_at=now)
+            .values(queues=listed, seen_at=now, decode_guards=guards)
             .execution_options(synchronize_session=False)
         ),
     )
     if refreshed.rowcount == 0:
         # Only this process writes its own row, so nothing can insert it in between.
-        session.add(Worker(name=name, queues=listed, started_at=now, seen_at=now))
+        session.add(
+            Worker(name=name, queues=listed, started_at=now, seen_at=now, decode_guards=guards)
+        )
     session.execute(delete(Worker).where(Worker.seen_at < now - FORGET_AFTER))
 
 
@@ -58,4 +67,20 @@ def live_workers_by_queue(
         for queue in listed.split(","):
             if queue in counts:
                 counts[queue] += 1
+    return counts
+
+
+def live_workers_lacking_guards(
+    session: Session, guards: Iterable[str], within: timedelta
+) -> dict[str, int]:
+    """How many workers seen within ``within`` have job decode children without each of
+    ``guards`` (0 where every one holds it). A worker that never said counts as lacking all:
+    an alert should fire on what nobody has confirmed, not stay quiet."""
+    counts = dict.fromkeys(guards, 0)
+    since = database_now(session) - within
+    for reported in session.scalars(select(Worker.decode_guards).where(Worker.seen_at >= since)):
+        held = set(reported.split(",")) if reported else set()
+        for guard in counts:
+            if guard not in held:
+                counts[guard] += 1
     return counts

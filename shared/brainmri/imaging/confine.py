@@ -58,6 +58,11 @@ class _PathBeneathAttr(ctypes.Structure):
     _fields_ = [("allowed_access", ctypes.c_uint64), ("parent_fd", ctypes.c_int32)]
 
 
+#: The guards a decode child can hold, as ``/metrics`` names them: files, tcp and signals are
+#: Landlock's, sockets is :func:`deny_new_sockets`'s seccomp filter.
+GUARDS: tuple[str, ...] = ("files", "tcp", "signals", "sockets")
+
+
 @dataclass(frozen=True)
 class Confinement:
     """What :func:`confine_process` achieved; ``abi`` 0: nothing was restricted (``reason``).
@@ -69,6 +74,10 @@ class Confinement:
     signals: bool
     reason: str = ""
     sockets: bool = False
+
+    def held(self) -> tuple[str, ...]:
+        """The :data:`GUARDS` that hold, in that order."""
+        return tuple(guard for guard in GUARDS if getattr(self, guard))
 
 
 def landlock_abi() -> int:

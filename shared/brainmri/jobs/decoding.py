@@ -15,11 +15,14 @@ job processes before any job runs, and a process forked from one that already ha
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 
 from brainmri.config import Settings
 from brainmri.imaging.sandbox import DecodeSandbox, sandbox_options
+
+log = logging.getLogger(__name__)
 
 _sandboxes: dict[tuple[object, ...], DecodeSandbox] = {}
 _lock = threading.Lock()
@@ -37,3 +40,26 @@ def job_decode_sandbox(settings: Settings) -> DecodeSandbox | None:
             sandbox = DecodeSandbox(**options)
             _sandboxes[key] = sandbox
         return sandbox
+
+
+def probe_decode_guards(settings: Settings) -> tuple[str, ...]:
+    """The guards (:data:`brainmri.imaging.confine.GUARDS`) that this host's job decode
+    children hold under ``settings``: none when the sandbox or its confinement is off.
+
+    Why a probe: the children belong to Celery's pool processes and start at their first
+    decode, while the process that reports the worker alive (and so to ``/metrics``) is the
+    pool's parent, which decodes nothing. It starts one child with the same options, reads
+    what the kernel granted it, and stops it: the job children are started the same way on
+    the same kernel, so they hold the same.
+    """
+    if not settings.worker_decode_sandbox or not settings.upload_sandbox_confine:
+        return ()
+    probe = DecodeSandbox(**sandbox_options(settings, processes=1))
+    try:
+        probe.warm_up()
+    finally:
+        probe.close()
+    if probe.confinement is None:
+        log.warning("the decode confinement probe did not start; guards reported as none held")
+        return ()
+    return probe.confinement.held()

@@ -4,6 +4,8 @@ Why a thread of its own: the reaper's passes (and the sweeps they run now and th
 the whole object store) can take longer than the window in which a worker counts as alive;
 reporting between them would make a busy worker look dead. Reports come every
 ``reaper_interval_seconds``; the API counts a worker alive for ``Settings.worker_alive_within``.
+Each report also says which guards the worker's job decode children hold (probed once, see
+:func:`brainmri.jobs.decoding.probe_decode_guards`), for ``brainmri_worker_decode_unconfined``.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import uuid
 from brainmri.config import Settings
 from brainmri.db.session import session_scope
 from brainmri.db.workers import forget_worker, report_alive
+from brainmri.jobs.decoding import probe_decode_guards
 
 log = logging.getLogger(__name__)
 
@@ -31,11 +34,15 @@ class PresenceReporter(threading.Thread):
         # Host and pid say where to look; the suffix keeps two containers that share a host
         # name (host networking) and a pid (their own pid namespaces) apart.
         self.worker_name = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        #: Guards this host's job decode children hold; probed when the thread starts, so
+        #: worker start-up does not wait for a decode child.
+        self.decode_guards: tuple[str, ...] | None = None
         self._stop_event = threading.Event()
         self._left = threading.Lock()
 
     def run(self) -> None:
-        while True:
+        self.decode_guards = self._probe_decode_guards()
+        while not self._stop_event.is_set():  # a goodbye during the probe: no report after it
             self._report()
             if self._stop_event.wait(self.settings.reaper_interval_seconds):
                 return
@@ -62,6 +69,20 @@ class PresenceReporter(threading.Thread):
     def _report(self) -> None:
         try:
             with session_scope(self.settings.resolved_database_url) as session:
-                report_alive(session, self.worker_name, self.settings.worker_queue_list)
+                report_alive(
+                    session,
+                    self.worker_name,
+                    self.settings.worker_queue_list,
+                    decode_guards=self.decode_guards,
+                )
         except Exception:
             log.warning("could not report worker %s alive", self.worker_name, exc_info=True)
+
+    def _probe_decode_guards(self) -> tuple[str, ...]:
+        try:
+            guards = probe_decode_guards(self.settings)
+        except Exception:  # reported as none held, which is what an alert should see
+            log.exception("could not probe the confinement of job decode children")
+            return ()
+        log.info("job decode children hold: %s", ", ".join(guards) or "no guard")
+        return guards
