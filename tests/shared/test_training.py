@@ -208,7 +208,7 @@ def test_eval_bootstrap_resamples_the_manifest_groups(
     reports = {}
     for unit in ("group", "image"):
         args = ["eval", "--data", str(split / "test.csv"), "--model", str(out / "model")]
-        args += ["--out", str(tmp_path / unit), "--bootstrap", "60", "--bootstrap-by", unit]
+        args += ["--out", str(tmp_path / unit), "--bootstrap", "100", "--bootstrap-by", unit]
         assert main(args) == 0
         reports[unit] = json.loads((tmp_path / unit / "eval_report.json").read_text())
     printed = capsys.readouterr().out

@@ -53,6 +53,25 @@ def count(value: str) -> int:
     return number
 
 
+#: Fewer bootstrap resamples than this cannot place the 2.5th and 97.5th percentiles.
+MIN_RESAMPLES = 100
+
+
+def resample_count(value: str) -> int:
+    """argparse type of a bootstrap's resample count: at least :data:`MIN_RESAMPLES`."""
+    number = count(value)
+    if number < MIN_RESAMPLES:
+        raise argparse.ArgumentTypeError(
+            f"a 95% interval needs at least {MIN_RESAMPLES} resamples, got {number}"
+        )
+    return number
+
+
+def optional_resample_count(value: str) -> int:
+    """:func:`resample_count`, or 0 for no bootstrap at all."""
+    return 0 if count(value) == 0 else resample_count(value)
+
+
 def print_json(payload: Any) -> None:
     json.dump(payload, sys.stdout, indent=2, default=str)
     sys.stdout.write("\n")

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from brainmri.cli.common import EPILOG
+from brainmri.cli.common import EPILOG, resample_count
 
 METRIC_LABELS = {
     "macro_f1": "macro-F1",
@@ -30,7 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("run_a", type=Path, metavar="RUN_A", help="eval folder of the baseline")
     parser.add_argument("run_b", type=Path, metavar="RUN_B", help="eval folder of the candidate")
     parser.add_argument(
-        "--bootstrap", type=_resample_count, default=2000, metavar="N", help="resamples (>= 100)"
+        "--bootstrap", type=resample_count, default=2000, metavar="N", help="resamples (>= 100)"
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
@@ -42,13 +42,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--out", type=Path, default=None, help="also write the result as JSON")
     parser.set_defaults(handler=run)
-
-
-def _resample_count(text: str) -> int:
-    value = int(text)
-    if value < 100:
-        raise argparse.ArgumentTypeError("a 95% interval needs at least 100 resamples")
-    return value
 
 
 def run(args: argparse.Namespace) -> int:

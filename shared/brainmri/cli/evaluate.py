@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from brainmri.cli.common import EPILOG, count, fail, unit_interval
+from brainmri.cli.common import EPILOG, count, fail, optional_resample_count, unit_interval
 from brainmri.config import get_settings
 
 
@@ -32,10 +32,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--bootstrap",
-        type=int,
+        type=optional_resample_count,
         default=0,
         metavar="N",
-        help="add 95%% bootstrap confidence intervals from N resamples",
+        help="add 95%% bootstrap confidence intervals from N resamples (>= 100; 0: none)",
     )
     parser.add_argument(
         "--bootstrap-by",
