@@ -49,18 +49,22 @@ class GradCamExplainer:
             cam = LayerGradCam(self.model, self.layer).attribute(
                 inputs, target=int(target_class), relu_attributions=True
             )
-        heatmap = self._to_input_space(cam.detach().float().cpu(), *pixels.shape[:2])
+        heatmap = self._to_input_space(cam.detach().float().cpu(), pixels)
         return CamResult(
             heatmap=heatmap, png=overlay_png(pixels, heatmap), target_class=target_class
         )
 
-    def _to_input_space(self, cam: torch.Tensor, height: int, width: int) -> np.ndarray:
+    def _to_input_space(self, cam: torch.Tensor, pixels: np.ndarray) -> np.ndarray:
+        """The CAM on the slice's own pixel grid; 0 outside the region the network saw."""
         size = self.preprocess.img_size
         square = F.interpolate(cam, size=(size, size), mode="bilinear", align_corners=False)
-        box = content_box(height, width, self.preprocess)
+        box = content_box(pixels, self.preprocess)
         region = square[..., box.top : box.top + box.height, box.left : box.left + box.width]
-        full = F.interpolate(region, size=(height, width), mode="bilinear", align_corners=False)
-        heat = full[0, 0].numpy()
+        seen = box.source
+        heat = np.zeros(pixels.shape[:2], dtype=np.float32)
+        heat[seen.top : seen.top + seen.height, seen.left : seen.left + seen.width] = F.interpolate(
+            region, size=(seen.height, seen.width), mode="bilinear", align_corners=False
+        )[0, 0].numpy()
         peak = float(heat.max())
         return (heat / peak).astype(np.float32) if peak > 0 else np.zeros_like(heat, np.float32)
 

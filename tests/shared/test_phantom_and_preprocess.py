@@ -34,7 +34,7 @@ def test_letterbox_keeps_proportions() -> None:
     wide = np.ones((50, 100), dtype=np.float32)
     tensor = preprocess_slice(wide, config)
     assert tensor.shape == (3, 64, 64)
-    box = content_box(50, 100, config)
+    box = content_box(wide, config)
     assert (box.top, box.height, box.width) == (16, 32, 64)
     # Outside the content box is black padding: (0 - 0.5) / 0.5 = -1.
     assert torch.all(tensor[:, :10] == -1.0)

@@ -47,6 +47,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_flag(model, "resize", choices=("letterbox", "squash"), default=None)
     add_flag(
         model,
+        "crop",
+        choices=("none", "head"),
+        default=None,
+        help="head: crop each slice to the head's bounding box first (default none)",
+    )
+    add_flag(
+        model,
         "init_from",
         default=None,
         metavar="BUNDLE_OR_RUN",
@@ -139,6 +146,7 @@ def run(args: argparse.Namespace) -> int:
         "img_size",
         "in_chans",
         "resize",
+        "crop",
         "epochs",
         "batch_size",
         "lr",

@@ -17,7 +17,7 @@ from brainmri.training.mixing import BatchMixer
 from brainmri.training.recipes import TrainConfig
 
 # Settings a resumed run must share with the checkpoint: the weights only fit these.
-MUST_MATCH = ("arch", "img_size", "in_chans", "resize", "ema_decay")
+MUST_MATCH = ("arch", "img_size", "in_chans", "resize", "crop", "ema_decay")
 
 
 @dataclass(slots=True)

@@ -20,6 +20,7 @@ class TrainConfig:
     img_size: int = 224
     in_chans: int = 3
     resize: Literal["letterbox", "squash"] = "letterbox"
+    crop: Literal["none", "head"] = "none"  # head: crop to the head box first (preprocess.py)
     epochs: int = 10
     batch_size: int = 32
     lr: float = 3e-4

@@ -225,7 +225,10 @@ class Trainer:
                 val_samples, config.calib_frac, config.seed
             )
         self.preprocess = PreprocessConfig(
-            img_size=config.img_size, resize=config.resize, in_chans=config.in_chans
+            img_size=config.img_size,
+            resize=config.resize,
+            crop=config.crop,
+            in_chans=config.in_chans,
         )
 
     def _refuse_protected(self, protected: Sequence[Path]) -> None:
