@@ -50,15 +50,17 @@ def test_in_chans_one() -> None:
     assert tensor.shape == (1, 32, 32)
 
 
-@pytest.mark.parametrize("resize", ["letterbox", "squash"])
+@pytest.mark.parametrize(
+    ("resize", "crop"), [("letterbox", "none"), ("squash", "none"), ("letterbox", "head")]
+)
 def test_training_eval_and_local_predict_tensors_are_identical(
-    tmp_path: Path, random_bundle_dir: Path, resize: str
+    tmp_path: Path, random_bundle_dir: Path, resize: str, crop: str
 ) -> None:
     """The train-time eval transform, the engine (CLI/worker) path and the reference agree."""
     path = tmp_path / "scan.jpg"
     path.write_bytes(phantom_png("meningioma", seed=8, size=150))  # a PNG named .jpg
     bundle = load_bundle(random_bundle_dir)
-    config = bundle.metadata.preprocess.model_copy(update={"resize": resize})
+    config = bundle.metadata.preprocess.model_copy(update={"resize": resize, "crop": crop})
     bundle.metadata = bundle.metadata.model_copy(update={"preprocess": config})
     sample = Sample(path, "meningioma")
 

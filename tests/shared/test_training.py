@@ -306,6 +306,21 @@ def test_resume_continues_exactly(split: Path, tmp_path: Path, ema_decay: float)
         assert a["val_macro_f1"] == pytest.approx(b["val_macro_f1"], abs=1e-9)
 
 
+def test_a_head_cropped_run_says_so_in_its_bundle_and_resumes_only_cropped(
+    split: Path, tmp_path: Path
+) -> None:
+    train, val = read_manifest(split / "train.csv"), read_manifest(split / "val.csv")
+    config = _small_config(epochs=1, crop="head")
+    Trainer(config, train, val, tmp_path / "run", progress=False).run()
+    bundle = load_bundle(tmp_path / "run" / "model")
+    assert bundle.metadata.preprocess.crop == "head"  # so every inference path crops too
+    last = tmp_path / "run" / "checkpoints" / "last.pt"
+    whole = replace(config, crop="none", epochs=2)
+    with pytest.raises(BrainMRIError, match="crop='head'") as refused:
+        Trainer(whole, train, val, tmp_path / "again", progress=False).run(resume=last)
+    assert refused.value.code == "resume_mismatch"
+
+
 def test_training_log_gets_no_line_per_batch(
     split: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
