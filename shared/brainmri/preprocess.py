@@ -13,12 +13,12 @@ produced by :mod:`brainmri.imaging`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
 
 
 class PreprocessConfig(BaseModel):
@@ -43,6 +43,16 @@ class PreprocessConfig(BaseModel):
     in_chans: Literal[1, 3] = Field(3, description="Grey is replicated to this many channels.")
     mean: float = 0.5
     std: float = Field(0.5, gt=0)
+
+    @model_serializer(mode="wrap")
+    def _omit_whole_slice_crop(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """``crop`` is written only when it crops. Versions before the option refuse unknown
+        fields, so a bundle that does not crop stays loadable by them: the older workers of a
+        rolling upgrade can still serve a model the new trainer promoted."""
+        data: dict[str, Any] = handler(self)
+        if data.get("crop") == "none":
+            del data["crop"]
+        return data
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,6 +7,7 @@ overlay still lies on the slice's own pixels; bundles without the option behave 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -135,3 +136,25 @@ def test_bundles_from_before_the_option_keep_the_whole_slice() -> None:
         preprocess_slice(slice_, config.model_copy(update={"crop": "none"})),
     )
     assert content_box(slice_, config).source == head_box(np.zeros((460, 300), np.float32))
+
+
+#: PreprocessConfig's fields before ``crop``: that version refused any other key.
+FIELDS_BEFORE_CROP = {"img_size", "resize", "interpolation", "antialias", "in_chans", "mean", "std"}
+
+
+@pytest.mark.parametrize("crop", ["none", "head"])
+def test_only_a_cropping_bundle_writes_crop(
+    random_bundle_dir: Path, tmp_path: Path, crop: str
+) -> None:
+    """A bundle that does not crop stays loadable by workers from before the option (a rolling
+    upgrade's older workers serving a model the new trainer promoted)."""
+    bundle = load_bundle(random_bundle_dir)
+    preprocess = bundle.metadata.preprocess.model_copy(update={"crop": crop})
+    bundle.metadata = bundle.metadata.model_copy(update={"preprocess": preprocess})
+    bundle.save(tmp_path / "bundle")
+    written = json.loads((tmp_path / "bundle" / "metadata.json").read_text())["preprocess"]
+    if crop == "none":
+        assert set(written) == FIELDS_BEFORE_CROP
+    else:
+        assert written["crop"] == "head" and set(written) - FIELDS_BEFORE_CROP == {"crop"}
+    assert load_bundle(tmp_path / "bundle").metadata.preprocess.crop == crop
