@@ -26,6 +26,7 @@ from brainmri.training.augment import (
     STRONG,
     AugmentConfig,
     RandomForegroundInversion,
+    RandomHeadCrop,
     build_train_transform,
 )
 from brainmri.training.ema import WeightAverage
@@ -521,6 +522,54 @@ def test_invert_prob_reaches_the_augmentation_and_is_checked(
     assert main([*argv, "--batch-size", "16", "--invert-prob", "0.5"]) == 0
     capsys.readouterr()
     assert load_bundle(out / "model").metadata.provenance["config"]["invert_prob"] == 0.5
+
+
+def test_head_crop_augmentation_frames_the_head_as_inference_with_crop_head_does() -> None:
+    image = torch.zeros(1, 64, 64)
+    image[:, 20:44, 16:48] = 0.5  # a 24 x 32 head with a wide band of air around it
+    image[:, 30:34, 30:34] = 0.9
+    cropped = RandomHeadCrop(1.0)(image)
+    assert cropped.shape == image.shape
+    head_rows = torch.nonzero(cropped[0].amax(dim=1) > 0.25).flatten()
+    head_cols = torch.nonzero(cropped[0].amax(dim=0) > 0.25).flatten()
+    # the head's longer side now spans the frame but for the box's margin (32 of 36 px) ...
+    assert int(head_cols[-1] - head_cols[0]) + 1 >= 56
+    # ... and it keeps its shape: letterboxed, not stretched (24 of 36, centred)
+    assert 40 <= int(head_rows[-1] - head_rows[0]) + 1 <= 44
+    assert abs(int(head_rows[0]) - (63 - int(head_rows[-1]))) <= 1
+    # the same geometry as PreprocessConfig(crop="head") gives at inference
+    at_inference = square_resize(image[0], 64, PreprocessConfig(img_size=64, crop="head"))
+    assert float((cropped - at_inference).abs().mean()) < 0.02
+    assert torch.equal(RandomHeadCrop(0.0)(image), image)
+    edge_to_edge = torch.full((1, 64, 64), 0.5)
+    assert torch.equal(RandomHeadCrop(1.0)(edge_to_edge), edge_to_edge)
+
+
+def test_head_crop_prob_reaches_the_augmentation_and_is_checked(
+    split: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert make_config("simple").augment_config.head_crop_p == 0.0
+    config = make_config("strong", head_crop_prob=0.3)
+    assert config.augment_config == replace(STRONG, head_crop_p=0.3)
+    transform = build_train_transform(config.augment_config, 48)
+    assert isinstance(transform.transforms[0], RandomHeadCrop)  # before the random crop
+    assert not any(
+        isinstance(step, RandomHeadCrop)
+        for step in build_train_transform(make_config("simple").augment_config, 48).transforms
+    )
+    with pytest.raises(ConfigurationError, match="head_crop_prob must be between 0 and 1"):
+        make_config("simple", head_crop_prob=-0.1)
+    with pytest.raises(ConfigurationError, match="head_crop_prob needs crop 'none'"):
+        make_config("simple", head_crop_prob=0.5, crop="head")
+
+    out = tmp_path / "cli-head-crop"
+    argv = ["train", "--train-csv", str(split / "train.csv"), "--val-csv", str(split / "val.csv")]
+    argv += ["--out-dir", str(out), "--arch", "resnet10t", "--img-size", "48", "--epochs", "1"]
+    assert main([*argv, "--batch-size", "16", "--head-crop-prob", "0.5"]) == 0
+    capsys.readouterr()
+    metadata = load_bundle(out / "model").metadata
+    assert metadata.provenance["config"]["head_crop_prob"] == 0.5
+    assert metadata.preprocess.crop == "none"  # inference still sees the whole slice
 
 
 def test_fine_tune_from_a_bundle(trained: tuple[Path, object], split: Path, tmp_path: Path) -> None:

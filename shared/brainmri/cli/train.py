@@ -111,6 +111,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add_flag(
         reg,
+        "head_crop_prob",
+        type=float,
+        default=None,
+        help="share of training slices cropped to the head box first, so the data's framing "
+        "stops telling the class; 0 (default) is off; not with --crop head",
+    )
+    add_flag(
+        reg,
         "ema_decay",
         type=float,
         default=None,
@@ -164,6 +172,7 @@ def run(args: argparse.Namespace) -> int:
         "mix_prob",
         "drop_rate",
         "invert_prob",
+        "head_crop_prob",
         "ema_decay",
         "threshold_policy",
         "num_workers",

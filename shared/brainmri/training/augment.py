@@ -16,6 +16,8 @@ import torch
 from scipy import ndimage
 from torchvision.transforms import v2
 
+from brainmri.preprocess import head_box, pad_to_square
+
 
 @dataclass(frozen=True, slots=True)
 class AugmentConfig:
@@ -39,6 +41,12 @@ class AugmentConfig:
     # data the classes differ by MR sequence as well as pathology (no_tumor mostly T2/FLAIR,
     # tumours T1; MODEL_CARD.md), and inversion roughly swaps the two looks (CSF dark <-> bright).
     invert_p: float = 0.0
+    # Share of slices cropped to the head's bounding box (then letterboxed back to full size)
+    # before the random crop. In the public data the classes are framed differently (the head
+    # fills ~0.92 of the frame on glioma and meningioma slices, 1.00 on the others:
+    # scripts/head_framing.py), so framing tells the source and so the class; showing some
+    # slices tightly framed makes that cue unreliable without taking it away from every slice.
+    head_crop_p: float = 0.0
 
     def consistent_tta_views(self) -> list[str]:
         """TTA views this augmentation trained the model to expect."""
@@ -117,13 +125,40 @@ class RandomForegroundInversion(torch.nn.Module):
         return invert_head(image, self.level)
 
 
+class RandomHeadCrop(torch.nn.Module):
+    """With probability ``p``, crop a ``(1, S, S)`` slice to :func:`brainmri.preprocess.head_box`
+    and letterbox it back to ``S x S``: the framing ``crop="head"`` gives at inference, shown
+    during training alongside the data's own framing."""
+
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        self.p = p
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        if float(torch.rand(())) >= self.p:
+            return image
+        box = head_box(image[0])
+        side = image.shape[-1]
+        if box.height == side and box.width == side:
+            return image
+        head = image[0, box.top : box.top + box.height, box.left : box.left + box.width]
+        square = pad_to_square(head)[None, None]
+        resized = torch.nn.functional.interpolate(
+            square, size=(side, side), mode="bilinear", antialias=True, align_corners=False
+        )
+        return resized[0].clamp_(0.0, 1.0)
+
+
 def build_train_transform(
     config: AugmentConfig, img_size: int
 ) -> Callable[[torch.Tensor], torch.Tensor]:
     """Geometric + intensity augmentation ending at ``img_size`` (before normalisation)."""
-    steps: list[torch.nn.Module] = [
-        v2.RandomResizedCrop(img_size, scale=config.scale, ratio=config.ratio, antialias=True),
-    ]
+    steps: list[torch.nn.Module] = []
+    if config.head_crop_p > 0:
+        steps.append(RandomHeadCrop(config.head_crop_p))
+    steps.append(
+        v2.RandomResizedCrop(img_size, scale=config.scale, ratio=config.ratio, antialias=True)
+    )
     if config.hflip > 0:
         steps.append(v2.RandomHorizontalFlip(config.hflip))
     if config.rotate_degrees > 0:

@@ -37,6 +37,9 @@ class TrainConfig:
     # Share of training slices whose head is intensity-inverted (RandomForegroundInversion):
     # an attempt to stop the model reading the class from the MR sequence. 0 = off.
     invert_prob: float = 0.0
+    # Share of training slices cropped to the head box (RandomHeadCrop), so that how the data
+    # frames each class stops being a reliable cue. 0 = off; needs crop="none".
+    head_crop_prob: float = 0.0
     grad_clip: float = 2.0
     ema_decay: float = 0.0  # per-step decay of the weight average; 0 trains without one
     class_weighted: bool = True
@@ -69,7 +72,7 @@ class TrainConfig:
         from brainmri.training.augment import LIGHT, STRONG  # torchvision: import on use
 
         base = STRONG if self.augment == "strong" else LIGHT
-        return replace(base, invert_p=self.invert_prob) if self.invert_prob else base
+        return replace(base, invert_p=self.invert_prob, head_crop_p=self.head_crop_prob)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -120,7 +123,11 @@ def make_config(recipe: str, **overrides: Any) -> TrainConfig:
     if unknown:
         raise ConfigurationError(f"unknown training option(s): {sorted(unknown)}")
     config = replace(config, **given)
-    for name in ("mix_prob", "invert_prob"):
+    for name in ("mix_prob", "invert_prob", "head_crop_prob"):
         if not 0.0 <= getattr(config, name) <= 1.0:
             raise ConfigurationError(f"{name} must be between 0 and 1, got {getattr(config, name)}")
+    if config.head_crop_prob and config.crop == "head":
+        raise ConfigurationError(
+            "head_crop_prob needs crop 'none': with crop 'head' every slice is already cropped"
+        )
     return config
