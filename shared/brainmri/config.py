@@ -24,6 +24,7 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from brainmri.errors import ConfigurationError
+from brainmri.training.recipes import RecipeName
 
 Device = Literal["auto", "cpu", "cuda", "mps"]
 InferenceBackendName = Literal["auto", "eager", "bf16", "onnx"]
@@ -339,7 +340,11 @@ class Settings(BaseSettings):
     retrain_dataset: str = Field(
         "", description="Dataset source the scheduled retrain reads (must be an allowed root)."
     )
-    retrain_recipe: Literal["simple", "strong"] = Field("simple", description="Scheduled recipe.")
+    retrain_recipe: RecipeName = Field(
+        "shipped",
+        description="Recipe of scheduled retrains: `shipped` (the default model's own), "
+        "`simple` or `strong`.",
+    )
     retrain_epochs: int | None = Field(None, ge=1, description="Epochs of scheduled retrains.")
     retrain_time_budget_minutes: float | None = Field(
         None,

@@ -484,6 +484,7 @@ def test_scheduled_retrain_runs_only_when_the_dataset_changes(
     scheduled = _latest_scheduled_job(stack)
     assert scheduled["status"] == "succeeded", scheduled["error"]
     assert scheduled["params"]["time_budget_minutes"] == 30  # the retrain budget setting
+    assert scheduled["params"]["recipe"] == "shipped"  # the default model's own recipe
     assert scheduled["result"]["time_budget_minutes"] == 30
     # Unchanged data: skipped, whether the candidate was promoted (production was trained on
     # it) or kept out by the gate (a version already holds its fingerprint).

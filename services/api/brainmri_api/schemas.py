@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from brainmri import DISCLAIMER
 from brainmri.db.models import Job
 from brainmri.jobs.artifacts import artifact_url
+from brainmri.training.recipes import RecipeName
 
 
 class ErrorDetail(BaseModel):
@@ -92,7 +93,11 @@ class TrainRequest(BaseModel):
         description="`s3://bucket/prefix/` of class folders, an S3 CSV "
         "manifest, or a local folder under an allowed root."
     )
-    recipe: Literal["simple", "strong"] = "simple"
+    recipe: RecipeName = Field(
+        "simple",
+        description="`simple`, `strong`, or `shipped`: the recipe of the shipped default model "
+        "(its model card).",
+    )
     arch: str | None = None
     epochs: int | None = Field(None, ge=1, le=500)
     img_size: int | None = Field(None, ge=32, le=1024)

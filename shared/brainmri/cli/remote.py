@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from brainmri.cli.common import EPILOG, add_flag, fail, print_json, unit_interval
 from brainmri.client import (
@@ -30,6 +30,7 @@ from brainmri.client import (
 )
 from brainmri.progress import progress_bar
 from brainmri.registry.headline import HEADLINE_KEYS, SOURCE_TEST, SOURCE_VALIDATION
+from brainmri.training.recipes import RecipeName
 
 EXIT_JOB_FAILED = 1
 EXIT_REFUSED = 2
@@ -163,7 +164,7 @@ def _register_submit(sub: argparse._SubParsersAction, common: argparse.ArgumentP
         "options keep the recipe's defaults.",
     )
     train.add_argument("--dataset", required=True, metavar="D", help="folder, s3:// prefix or CSV")
-    train.add_argument("--recipe", choices=("simple", "strong"), default="simple")
+    train.add_argument("--recipe", choices=get_args(RecipeName), default="simple")
     train.add_argument("--arch", default=None)
     train.add_argument("--epochs", type=int, default=None)
     add_flag(train, "img_size", type=int, default=None)

@@ -10,6 +10,10 @@ from brainmri.errors import ConfigurationError
 if TYPE_CHECKING:
     from brainmri.training.augment import AugmentConfig
 
+#: The names of :data:`RECIPES`, for the API's and the settings' validation (a test keeps the
+#: two in step).
+RecipeName = Literal["simple", "strong", "shipped"]
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -109,6 +113,26 @@ RECIPES: dict[str, dict[str, Any]] = {
         "label_smoothing": 0.1,
         "use_mixup": True,
         "drop_rate": 0.2,
+    },
+    # The recipe of the shipped default model (its MODEL_CARD.md; a test checks this against
+    # the provenance in its metadata.json): resnet18 from scratch at 176 px, a weight average,
+    # head inversion against the MR-sequence shortcut. A scheduled retrain with it repeats on
+    # new data what made production, so the promotion gate compares like with like.
+    "shipped": {
+        "arch": "resnet18",
+        "img_size": 176,
+        "epochs": 36,
+        "batch_size": 32,
+        "lr": 2e-3,
+        "weight_decay": 0.05,
+        "warmup_epochs": 2.0,
+        "augment": "light",
+        "label_smoothing": 0.05,
+        "use_mixup": False,
+        "drop_rate": 0.1,
+        "invert_prob": 0.2,
+        "ema_decay": 0.998,
+        "early_stop_patience": 0,
     },
 }
 
