@@ -14,7 +14,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 BIN=${BIN:-.venv/bin}
-SPLIT=${SPLIT:-runs/split-seed42}
+SPLIT=${SPLIT:-runs/split-v2-seed42}
 DATA=${DATA:-../shared/data/brain-tumor-mri}
 IMG=${IMG:-224}
 CACHE=$(python3 -c "print(round($IMG * 1.15))")

@@ -93,3 +93,21 @@ def test_a_deadline_too_close_to_the_budget_is_refused(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert "leaves less than 1.25 min beyond the plan's 2.5-minute training budget" in done.stderr
     assert not (tmp_path / "runs").exists()
+
+
+def test_the_committed_gpu_plan_builds_valid_configs() -> None:
+    """A lent GPU call is one shot: a stale flag in the plan would waste it."""
+    from brainmri.cli.main import build_parser
+    from brainmri.cli.train import config_from_args
+
+    plan = json.loads((PROJECT_ROOT / "scripts/gpu/plan-default-model.json").read_text())
+    assert plan["time_budget_minutes"] > 0
+    names = [candidate["name"] for candidate in plan["candidates"]]
+    assert len(names) == len(set(names))
+    configs = []
+    for candidate in plan["candidates"]:
+        files = ["--train_csv", "t.csv", "--val_csv", "v.csv", "--out_dir", "o"]
+        # an unknown flag exits here, an out-of-range value raises in make_config
+        args = build_parser().parse_args(["train", *files, *candidate["args"]])
+        configs.append(config_from_args(args))
+    assert len(set(configs)) == len(configs), "two candidates would train the same thing"

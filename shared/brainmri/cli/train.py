@@ -9,7 +9,7 @@ from pathlib import Path
 
 from brainmri.cli.common import EPILOG, add_flag, str2bool
 from brainmri.config import get_settings
-from brainmri.training.recipes import RECIPES, make_config
+from brainmri.training.recipes import RECIPES, TrainConfig, make_config
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -145,40 +145,48 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=run)
 
 
+#: The ``brainmri train`` flags that are TrainConfig fields (the rest pick files and resume).
+CONFIG_OPTIONS = (
+    "arch",
+    "img_size",
+    "in_chans",
+    "resize",
+    "crop",
+    "epochs",
+    "batch_size",
+    "lr",
+    "weight_decay",
+    "warmup_epochs",
+    "grad_clip",
+    "early_stop_patience",
+    "time_budget_minutes",
+    "precision",
+    "device",
+    "seed",
+    "augment",
+    "label_smoothing",
+    "use_mixup",
+    "mix_prob",
+    "drop_rate",
+    "invert_prob",
+    "head_crop_prob",
+    "ema_decay",
+    "threshold_policy",
+    "num_workers",
+    "init_from",
+)
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """The run's configuration: the recipe's values, then every flag that was given."""
+    return make_config(args.recipe, **{name: getattr(args, name) for name in CONFIG_OPTIONS})
+
+
 def run(args: argparse.Namespace) -> int:
     from brainmri.data.manifest import read_manifest
     from brainmri.training.trainer import Trainer
 
-    option_names = (
-        "arch",
-        "img_size",
-        "in_chans",
-        "resize",
-        "crop",
-        "epochs",
-        "batch_size",
-        "lr",
-        "weight_decay",
-        "warmup_epochs",
-        "grad_clip",
-        "early_stop_patience",
-        "time_budget_minutes",
-        "precision",
-        "device",
-        "seed",
-        "augment",
-        "label_smoothing",
-        "use_mixup",
-        "mix_prob",
-        "drop_rate",
-        "invert_prob",
-        "head_crop_prob",
-        "ema_decay",
-        "threshold_policy",
-        "num_workers",
-        "init_from",
-    )
-    config = make_config(args.recipe, **{name: getattr(args, name) for name in option_names})
+    config = config_from_args(args)
     resume = args.resume
     if resume is True:
         resume = args.out_dir / "checkpoints" / "last.pt"
