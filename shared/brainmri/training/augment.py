@@ -16,7 +16,7 @@ import torch
 from scipy import ndimage
 from torchvision.transforms import v2
 
-from brainmri.preprocess import head_box, pad_to_square
+from brainmri.preprocess import PreprocessConfig, square_resize
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,9 +126,12 @@ class RandomForegroundInversion(torch.nn.Module):
 
 
 class RandomHeadCrop(torch.nn.Module):
-    """With probability ``p``, crop a ``(1, S, S)`` slice to :func:`brainmri.preprocess.head_box`
-    and letterbox it back to ``S x S``: the framing ``crop="head"`` gives at inference, shown
-    during training alongside the data's own framing."""
+    """With probability ``p``, show a ``(1, S, S)`` slice as ``crop="head"`` shows it at
+    inference (head box, letterbox, resize back to ``S x S``: the same
+    :func:`brainmri.preprocess.square_resize`), alongside the data's own framing. A head that
+    already fills the frame comes back unchanged: a same-size resize is exact."""
+
+    GEOMETRY = PreprocessConfig(crop="head")
 
     def __init__(self, p: float) -> None:
         super().__init__()
@@ -137,16 +140,7 @@ class RandomHeadCrop(torch.nn.Module):
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         if float(torch.rand(())) >= self.p:
             return image
-        box = head_box(image[0])
-        side = image.shape[-1]
-        if box.height == side and box.width == side:
-            return image
-        head = image[0, box.top : box.top + box.height, box.left : box.left + box.width]
-        square = pad_to_square(head)[None, None]
-        resized = torch.nn.functional.interpolate(
-            square, size=(side, side), mode="bilinear", antialias=True, align_corners=False
-        )
-        return resized[0].clamp_(0.0, 1.0)
+        return square_resize(image[0], image.shape[-1], self.GEOMETRY)
 
 
 def build_train_transform(
