@@ -16,8 +16,7 @@ from fastapi.testclient import TestClient
 from brainmri.config import Settings
 from brainmri.db.models import Job
 from brainmri.db.session import session_scope
-from brainmri.training.recipes import make_config
-from brainmri_trainer.train_job import train_options
+from brainmri.training.recipes import make_config, train_options
 from tests.infra import queued_only_api
 
 ADMIN_KEY = "seed-admin-0123456789abcdef"
@@ -69,3 +68,49 @@ def test_no_seed_means_the_trainers_default_for_both() -> None:
     config = make_config("simple", **options)
     assert options["seed"] == config.seed == 42
     assert config.epochs == 3
+
+
+@pytest.mark.parametrize(
+    ("options", "named"),
+    [
+        ({"crop": "head", "head_crop_prob": 0.3}, "head_crop_prob"),
+        ({"invert_prob": 1.5}, "invert_prob"),
+        ({"ema_decay": 1.0}, "ema_decay"),
+        ({"crop": "middle"}, "crop"),
+    ],
+)
+def test_training_options_that_cannot_run_are_a_422_naming_them(
+    api: tuple[TestClient, Settings, Path], options: dict[str, object], named: str
+) -> None:
+    client, _, dataset = api
+    response = client.post(
+        "/v1/jobs/train", headers=ADMIN, json={"dataset": str(dataset), **options}
+    )
+    assert response.status_code == 422, response.text
+    assert named in response.json()["error"]["message"]
+
+
+def test_training_options_are_stored_and_make_the_trainers_config(
+    api: tuple[TestClient, Settings, Path],
+) -> None:
+    client, settings, dataset = api
+    chosen = {
+        "crop": "none",
+        "invert_prob": 0.2,
+        "head_crop_prob": 0.3,
+        "ema_decay": 0.998,
+        "drop_rate": 0.1,
+        "warmup_epochs": 2.0,
+    }
+    response = client.post(
+        "/v1/jobs/train",
+        headers=ADMIN,
+        json={"dataset": str(dataset), "recipe": "simple", **chosen},
+    )
+    assert response.status_code == 202, response.text
+    with session_scope(settings.resolved_database_url) as session:
+        job = session.get(Job, response.json()["job_id"])
+        assert job is not None
+        config = make_config(job.params["recipe"], **train_options(job.params))
+    assert {key: getattr(config, key) for key in chosen} == chosen
+    assert config.img_size == 224  # what was not given keeps the recipe's value

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import io
+import json
 import os
 import re
 import signal
@@ -30,7 +31,8 @@ from brainmri.jobs.names import RETRAIN_CHECK_TASK
 from brainmri.jobs.schedule import beat_schedule, parse_cron
 from brainmri.phantom import FOLDER_NAMES, phantom_png
 from brainmri.registry.gate import promotion_gate
-from brainmri.registry.versions import promote
+from brainmri.registry.versions import bundle_prefix, promote
+from brainmri.storage import open_store
 from brainmri_api.auth import key_id
 from brainmri_api.main import create_app
 from brainmri_trainer.train_job import loop_budget_minutes
@@ -163,6 +165,13 @@ def test_train_users_cannot_train_or_promote(stack: TrainerStack) -> None:
     assert bad.status_code == 400
 
 
+def trained_config(stack: TrainerStack, version: str) -> dict:
+    """The training configuration a registered bundle records in its provenance."""
+    prefix = bundle_prefix(stack.settings.model_name, version)
+    metadata = json.loads(open_store(stack.settings).get(prefix + "metadata.json"))
+    return metadata["provenance"]["config"]
+
+
 def test_train_promote_follow_and_rollback(stack: TrainerStack) -> None:
     original = stack.production()
     assert stack.predict_version() == original
@@ -186,9 +195,13 @@ def test_train_promote_follow_and_rollback(stack: TrainerStack) -> None:
     assert stack.predict_version() == candidate
     assert stack.worker.process.pid == worker_pid and stack.worker.process.poll() is None
 
-    worse = train(stack, epochs=1, lr=1e-9, seed=3)
+    # The augmentation and weight-average options reach the trainer, not just the job's row.
+    chosen = {"invert_prob": 0.5, "head_crop_prob": 0.25, "ema_decay": 0.9, "drop_rate": 0.1}
+    worse = train(stack, epochs=1, lr=1e-9, seed=3, **chosen)
     assert worse["status"] == "succeeded", worse
     assert worse["result"]["promoted"] is False
+    trained_with = trained_config(stack, worse["result"]["model_version"])
+    assert {key: trained_with[key] for key in chosen} == chosen
     assert_documented_result(openapi, "train", worse["result"])
     assert "gain" in worse["result"]["gate"]
     stuck = worse["result"]["model_version"]

@@ -134,6 +134,12 @@ def test_models_list_and_admin_commands(stack: Stack) -> None:
     budget = cli(stack, "submit", "train", "--dataset", "/etc", "--time-budget-minutes", "1e9")
     assert budget.returncode == 2
     assert "time_budget_too_long" in budget.stderr and "BRAINMRI_TRAIN_TIME_LIMIT" in budget.stderr
+    # The augmentation flags reach the server too, which refuses a pair that cannot run.
+    both = cli(
+        stack, "submit", "train", "--dataset", "/etc", "--crop", "head", "--head-crop-prob", "0.3"
+    )
+    assert both.returncode == 2
+    assert "invalid_train_options" in both.stderr and "head_crop_prob" in both.stderr
 
 
 def test_a_failed_job_makes_wait_exit_nonzero(stack: Stack) -> None:

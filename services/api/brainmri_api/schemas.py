@@ -104,8 +104,38 @@ class TrainRequest(BaseModel):
     batch_size: int | None = Field(None, ge=1, le=1024)
     lr: float | None = Field(None, gt=0, le=1)
     weight_decay: float | None = Field(None, ge=0, le=1)
+    warmup_epochs: float | None = Field(
+        None, ge=0, le=100, description="Epochs of linear learning-rate warm-up before the cosine."
+    )
     label_smoothing: float | None = Field(None, ge=0, lt=1)
     use_mixup: bool | None = None
+    drop_rate: float | None = Field(None, ge=0, lt=1, description="Dropout before the classifier.")
+    crop: Literal["none", "head"] | None = Field(
+        None,
+        description="`head`: crop every slice to the head's box before the letterbox, in "
+        "training and in the bundle's inference (the model card explains the framing cue).",
+    )
+    invert_prob: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="Share of training slices whose head is intensity-inverted, so the model "
+        "cannot read the class from the MR sequence alone.",
+    )
+    head_crop_prob: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="Share of training slices cropped to the head box (needs `crop` `none`); "
+        "inference stays whole-slice.",
+    )
+    ema_decay: float | None = Field(
+        None,
+        ge=0,
+        lt=1,
+        description="Per-step decay of the weight average that is evaluated and shipped; 0 "
+        "trains without one.",
+    )
     seed: int | None = Field(
         None,
         ge=0,

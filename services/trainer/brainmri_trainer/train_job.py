@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -38,22 +37,11 @@ from brainmri.registry.versions import (
     version_trained_by,
 )
 from brainmri.sources import resolve_source
-from brainmri.training.recipes import TrainConfig, make_config
+from brainmri.training.recipes import make_config, train_options
 from brainmri.training.trainer import EpochReport, Trainer, TrainHooks, TrainingCancelled
 
 log = logging.getLogger(__name__)
 
-TRAIN_OPTIONS = (
-    "arch",
-    "epochs",
-    "img_size",
-    "batch_size",
-    "lr",
-    "weight_decay",
-    "label_smoothing",
-    "use_mixup",
-    "seed",
-)
 METRIC_KEYS = (
     "n",
     "acc_multiclass",
@@ -87,18 +75,6 @@ def loop_budget_minutes(settings: Settings, requested: float | None, elapsed_s: 
             code="time_limit_exceeded",
         )
     return min(requested, left) if requested else left
-
-
-def train_options(params: Mapping[str, Any]) -> dict[str, Any]:
-    """The request's training overrides for ``make_config``, with the seed always set.
-
-    The same seed drives the dataset split and the trainer, so a run is reproducible from it;
-    a seed of 0 is a seed like any other (``is None``, not falsiness, picks the default).
-    """
-    options = {key: params.get(key) for key in TRAIN_OPTIONS}
-    if options["seed"] is None:
-        options["seed"] = TrainConfig.seed
-    return options
 
 
 def run_train(ctx: JobContext) -> JobOutcome:

@@ -30,7 +30,7 @@ from brainmri.client import (
 )
 from brainmri.progress import progress_bar
 from brainmri.registry.headline import HEADLINE_KEYS, SOURCE_TEST, SOURCE_VALIDATION
-from brainmri.training.recipes import RecipeName
+from brainmri.training.recipes import TRAIN_OPTIONS, RecipeName
 
 EXIT_JOB_FAILED = 1
 EXIT_REFUSED = 2
@@ -178,6 +178,38 @@ def _register_submit(sub: argparse._SubParsersAction, common: argparse.ArgumentP
         action=argparse.BooleanOptionalAction,
         default=None,
         help="MixUp/CutMix (default: the recipe's choice)",
+    )
+    add_flag(train, "warmup_epochs", type=float, default=None)
+    add_flag(train, "drop_rate", type=float, default=None)
+    train.add_argument(
+        "--crop",
+        choices=("none", "head"),
+        default=None,
+        help="head: crop every slice to the head box, in training and in the bundle",
+    )
+    add_flag(
+        train,
+        "invert_prob",
+        type=float,
+        default=None,
+        metavar="P",
+        help="share of training slices with the head intensity-inverted",
+    )
+    add_flag(
+        train,
+        "head_crop_prob",
+        type=float,
+        default=None,
+        metavar="P",
+        help="share of training slices cropped to the head box (needs --crop none)",
+    )
+    add_flag(
+        train,
+        "ema_decay",
+        type=float,
+        default=None,
+        metavar="D",
+        help="per-step decay of the weight average (0: none)",
     )
     train.add_argument("--seed", type=int, default=None)
     add_flag(
@@ -514,24 +546,8 @@ def run_submit_evaluate(args: argparse.Namespace) -> int:
 
 
 def run_submit_train(args: argparse.Namespace) -> int:
-    params = {
-        name: getattr(args, name)
-        for name in (
-            "recipe",
-            "arch",
-            "epochs",
-            "img_size",
-            "batch_size",
-            "lr",
-            "weight_decay",
-            "label_smoothing",
-            "use_mixup",
-            "seed",
-            "time_budget_minutes",
-            "val_frac",
-            "test_frac",
-        )
-    }
+    names = ("recipe", *TRAIN_OPTIONS, "time_budget_minutes", "val_frac", "test_frac")
+    params = {name: getattr(args, name) for name in names}
     params["auto_promote"] = not args.no_auto_promote
     with _client(args) as client:
         created = client.submit_train(args.dataset, **params)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields, replace
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -13,6 +14,26 @@ if TYPE_CHECKING:
 #: The names of :data:`RECIPES`, for the API's and the settings' validation (a test keeps the
 #: two in step).
 RecipeName = Literal["simple", "strong", "shipped"]
+
+#: The training options a train job may set (``POST /v1/jobs/train``, ``brainmri submit
+#: train``); everything else comes from the recipe or the server's settings.
+TRAIN_OPTIONS = (
+    "arch",
+    "epochs",
+    "img_size",
+    "batch_size",
+    "lr",
+    "weight_decay",
+    "warmup_epochs",
+    "label_smoothing",
+    "use_mixup",
+    "drop_rate",
+    "crop",
+    "invert_prob",
+    "head_crop_prob",
+    "ema_decay",
+    "seed",
+)
 
 
 @dataclass(frozen=True)
@@ -155,3 +176,17 @@ def make_config(recipe: str, **overrides: Any) -> TrainConfig:
             "head_crop_prob needs crop 'none': with crop 'head' every slice is already cropped"
         )
     return config
+
+
+def train_options(params: Mapping[str, Any]) -> dict[str, Any]:
+    """A train job's overrides for :func:`make_config`, with the seed always set.
+
+    The same seed drives the dataset split and the trainer, so a run is reproducible from it;
+    a seed of 0 is a seed like any other (``is None``, not falsiness, picks the default). The
+    API builds the config from these at submission too, so an option the recipe cannot take
+    is a 422 then, not a failed job later.
+    """
+    options = {key: params.get(key) for key in TRAIN_OPTIONS}
+    if options["seed"] is None:
+        options["seed"] = TrainConfig.seed
+    return options

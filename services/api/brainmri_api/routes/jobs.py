@@ -19,11 +19,12 @@ from brainmri.db.jobs import (
 )
 from brainmri.db.models import Job, JobKind, JobStatus
 from brainmri.db.workers import live_workers_by_queue
-from brainmri.errors import InputError
+from brainmri.errors import ConfigurationError, InputError
 from brainmri.jobs.enqueue import send_job
 from brainmri.jobs.names import QUEUE_FOR_KIND
 from brainmri.sources import resolve_source
 from brainmri.storage import ObjectNotFoundError
+from brainmri.training.recipes import make_config, train_options
 from brainmri_api.deps import AdminDep, PrincipalDep, SessionDep, StateDep
 from brainmri_api.errors import ConflictError, NotFoundError, ServiceUnavailableError
 from brainmri_api.ids import check_arch, check_job_id
@@ -134,11 +135,21 @@ def create_train_job(state: StateDep, principal: AdminDep, request: TrainRequest
     if problem:
         raise InputError(problem, code="time_budget_too_long")
     check_arch(request.arch)
-    source = resolve_source(request.dataset, state.settings)
     params = request.model_dump()
+    _check_train_options(request.recipe, params)
+    source = resolve_source(request.dataset, state.settings)
     params["dataset"] = source.uri.rstrip("/") if source.uri.endswith(".csv/") else source.uri
     job = submit_job(state, kind=JobKind.TRAIN, owner=principal.key_id, params=params)
     return JobCreated(job_id=job.id, status=job.status, links=job_links(job))
+
+
+def _check_train_options(recipe: str, params: dict[str, Any]) -> None:
+    """Build the run's configuration now, so options that cannot go together (``crop`` head
+    with ``head_crop_prob``) are a 422 at submission rather than a job that fails later."""
+    try:
+        make_config(recipe, **train_options(params))
+    except ConfigurationError as exc:
+        raise InputError(str(exc), code="invalid_train_options") from exc
 
 
 # Both databases store OFFSET as a signed 64-bit integer; a larger one must be a 422, not a
