@@ -7,13 +7,17 @@ overlay still lies on the slice's own pixels; bundles without the option behave 
 
 from __future__ import annotations
 
+import csv
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
+from brainmri.cli.main import main
 from brainmri.data.manifest import Sample
 from brainmri.explain import GradCamExplainer
 from brainmri.models.bundle import default_bundle_dir, load_bundle
@@ -158,3 +162,47 @@ def test_only_a_cropping_bundle_writes_crop(
     else:
         assert written["crop"] == "head" and set(written) - FIELDS_BEFORE_CROP == {"crop"}
     assert load_bundle(tmp_path / "bundle").metadata.preprocess.crop == crop
+
+
+def _eval_probabilities(out: Path) -> list[list[str]]:
+    """The class-probability columns of ``predictions.csv``, row by row (sorted by path)."""
+    with (out / "predictions.csv").open() as handle:
+        rows = sorted(csv.DictReader(handle), key=lambda row: row["path"])
+    return [[row[key] for key in row if key.startswith("p_")] for row in rows]
+
+
+def test_eval_crop_frames_slices_as_a_cropping_bundle_would(
+    tmp_path: Path, random_bundle_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``brainmri eval --crop head`` scores a whole-slice bundle exactly as the same weights
+    with ``crop: head`` in their metadata would, and says so; without it nothing changes."""
+    data = tmp_path / "data"
+    for index, name in enumerate(("glioma", "no_tumor")):
+        head = generate_phantom(name, seed=index, size=96)
+        slice_ = np.zeros((300, 260), np.uint8)
+        slice_[40 + 30 * index : 136 + 30 * index, 120:216] = head  # lots of air around it
+        (data / name).mkdir(parents=True)
+        Image.fromarray(slice_).save(data / name / f"{name}.png")
+    cropping = tmp_path / "cropping-bundle"
+    shutil.copytree(random_bundle_dir, cropping)
+    metadata = json.loads((cropping / "metadata.json").read_text())
+    metadata["preprocess"]["crop"] = "head"
+    (cropping / "metadata.json").write_text(json.dumps(metadata))
+
+    def run(model: Path, out: str, *extra: str) -> dict:
+        argv = ["eval", "--data", str(data), "--model", str(model), "--out", str(tmp_path / out)]
+        assert main([*argv, "--mistakes", "0", "--backend", "eager", *extra]) == 0
+        return json.loads((tmp_path / out / "eval_report.json").read_text())
+
+    assert run(random_bundle_dir, "whole")["crop"] == "none"
+    assert run(random_bundle_dir, "override", "--crop", "head")["crop"] == "head"
+    assert "slices cropped to the head" in capsys.readouterr().out
+    assert run(cropping, "metadata")["crop"] == "head"
+    assert run(cropping, "undone", "--crop", "none")["crop"] == "none"
+    override, by_metadata = (
+        _eval_probabilities(tmp_path / "override"),
+        _eval_probabilities(tmp_path / "metadata"),
+    )
+    assert override == by_metadata
+    assert override != _eval_probabilities(tmp_path / "whole")  # the crop changed the input
+    assert _eval_probabilities(tmp_path / "undone") == _eval_probabilities(tmp_path / "whole")

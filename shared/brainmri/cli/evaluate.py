@@ -52,6 +52,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="N",
         help="show the N worst mistakes in mistakes.png: missed tumours first (0: none)",
     )
+    parser.add_argument(
+        "--crop",
+        choices=("none", "head"),
+        default=None,
+        help="frame every slice this way instead of as the bundle says (head: cropped to the "
+        "head box; none: the whole slice): a probe of how much the data's framing carries",
+    )
     parser.add_argument("--backend", choices=("auto", "eager", "bf16", "onnx"), default=None)
     parser.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default=None)
     parser.set_defaults(handler=run)
@@ -60,13 +67,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from brainmri.data.manifest import load_samples
     from brainmri.evaluation.report import ERRORS_FILE, evaluate, items_from_samples
-    from brainmri.inference.loader import engine_from_settings
+    from brainmri.inference.loader import engine_for_bundle
     from brainmri.inference.results import resolve_threshold
+    from brainmri.models.bundle import load_bundle
 
     settings = get_settings()
-    engine = engine_from_settings(
-        settings, model_dir=args.model, backend=args.backend, device=args.device
-    )
+    bundle = load_bundle(args.model or settings.resolved_model_dir)
+    if args.crop is not None:
+        bundle.metadata = bundle.metadata.model_copy(
+            update={"preprocess": bundle.metadata.preprocess.model_copy(update={"crop": args.crop})}
+        )
+    engine = engine_for_bundle(settings, bundle, backend=args.backend, device=args.device)
     threshold = resolve_threshold(args.threshold, settings.tumor_thresh, engine.metadata)
     items = items_from_samples(load_samples(args.data))
     outcome = evaluate(
@@ -95,6 +106,7 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"model {r['model_version']} on {r['n_labeled']} labelled images "
         f"({r['n_failed']} unreadable){' with TTA' if args.tta else ''}"
+        f"{', slices cropped to the head' if r['crop'] == 'head' else ''}"
     )
     print(
         f"accuracy {fmt(r['acc_multiclass'])}  macro-F1 {fmt(r['macro_f1'])}  ECE {fmt(r['ece'])}"

@@ -163,6 +163,8 @@ def evaluate(
             "n_labeled": len(labelled),
             "n_failed": len(outcome.errors),
             "temperature": engine.metadata.temperature,
+            # How slices were framed: the bundle's own, or `brainmri eval --crop`'s override.
+            "crop": engine.metadata.preprocess.crop,
             "disclaimer": DISCLAIMER,
         }
     )
