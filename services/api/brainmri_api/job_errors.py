@@ -32,6 +32,7 @@ RAISED_AS: Mapping[type[BrainMRIError], tuple[str, ...]] = {
         "dicom_burned_in_annotation",
         "unreadable_file",
         "time_budget_too_long",
+        "invalid_train_options",
         "invalid_arch",
         "invalid_text",
     ),
