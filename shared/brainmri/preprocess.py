@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
 
+from brainmri.framing import CropMode
+
 
 class PreprocessConfig(BaseModel):
     """Geometry and intensity mapping from a decoded slice to a model input tensor."""
@@ -32,7 +34,7 @@ class PreprocessConfig(BaseModel):
         description="letterbox: pad the short side with black to a square, then resize "
         "(keeps anatomy proportions); squash: resize straight to a square (the original).",
     )
-    crop: Literal["none", "head"] = Field(
+    crop: CropMode = Field(
         "none",
         description="head: first crop the slice to the head's bounding box plus a margin "
         "(head_box), so the head fills the input whatever the field of view and the network's "

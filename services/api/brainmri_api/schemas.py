@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from brainmri import DISCLAIMER
 from brainmri.db.models import Job
+from brainmri.framing import CropMode
 from brainmri.jobs.artifacts import artifact_url
 from brainmri.training.recipes import RecipeName
 
@@ -110,7 +111,7 @@ class TrainRequest(BaseModel):
     label_smoothing: float | None = Field(None, ge=0, lt=1)
     use_mixup: bool | None = None
     drop_rate: float | None = Field(None, ge=0, lt=1, description="Dropout before the classifier.")
-    crop: Literal["none", "head"] | None = Field(
+    crop: CropMode | None = Field(
         None,
         description="`head`: crop every slice to the head's box before the letterbox, in "
         "training and in the bundle's inference (the model card explains the framing cue).",

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from brainmri.cli.common import EPILOG, count, fail, optional_resample_count, unit_interval
 from brainmri.config import get_settings
+from brainmri.framing import CROP_MODES
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -54,7 +55,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--crop",
-        choices=("none", "head"),
+        choices=CROP_MODES,
         default=None,
         help="frame every slice this way instead of as the bundle says (head: cropped to the "
         "head box; none: the whole slice): a probe of how much the data's framing carries",

@@ -28,6 +28,7 @@ from brainmri.client import (
     Job,
     job_failed,
 )
+from brainmri.framing import CROP_MODES
 from brainmri.progress import progress_bar
 from brainmri.registry.headline import HEADLINE_KEYS, SOURCE_TEST, SOURCE_VALIDATION
 from brainmri.training.recipes import TRAIN_OPTIONS, RecipeName
@@ -183,7 +184,7 @@ def _register_submit(sub: argparse._SubParsersAction, common: argparse.ArgumentP
     add_flag(train, "drop_rate", type=float, default=None)
     train.add_argument(
         "--crop",
-        choices=("none", "head"),
+        choices=CROP_MODES,
         default=None,
         help="head: crop every slice to the head box, in training and in the bundle",
     )

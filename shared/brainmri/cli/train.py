@@ -9,6 +9,7 @@ from pathlib import Path
 
 from brainmri.cli.common import EPILOG, add_flag, str2bool
 from brainmri.config import get_settings
+from brainmri.framing import CROP_MODES
 from brainmri.training.recipes import RECIPES, TrainConfig, make_config
 
 
@@ -48,7 +49,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_flag(
         model,
         "crop",
-        choices=("none", "head"),
+        choices=CROP_MODES,
         default=None,
         help="head: crop each slice to the head's bounding box first (default none)",
     )

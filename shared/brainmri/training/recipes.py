@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import TYPE_CHECKING, Any, Literal
 
 from brainmri.errors import ConfigurationError
+from brainmri.framing import CropMode
 
 if TYPE_CHECKING:
     from brainmri.training.augment import AugmentConfig
@@ -45,7 +46,7 @@ class TrainConfig:
     img_size: int = 224
     in_chans: int = 3
     resize: Literal["letterbox", "squash"] = "letterbox"
-    crop: Literal["none", "head"] = "none"  # head: crop to the head box first (preprocess.py)
+    crop: CropMode = "none"  # head: crop to the head box first (preprocess.py)
     epochs: int = 10
     batch_size: int = 32
     lr: float = 3e-4
