@@ -16,7 +16,7 @@ import os
 from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 from urllib.parse import unquote, urlsplit
 
 from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
@@ -27,7 +27,11 @@ from brainmri.errors import ConfigurationError
 from brainmri.training.recipes import RecipeName
 
 Device = Literal["auto", "cpu", "cuda", "mps"]
+#: ``Device`` as a tuple, for argparse ``choices``.
+DEVICES: tuple[str, ...] = get_args(Device)
 InferenceBackendName = Literal["auto", "eager", "bf16", "onnx"]
+#: The same names as a tuple, for argparse ``choices`` (one list, not a copy per CLI).
+INFERENCE_BACKENDS: tuple[str, ...] = get_args(InferenceBackendName)
 DicomSliceMode = Literal["center", "middle_k"]
 
 #: Values that must never reach production: they are the documented examples.

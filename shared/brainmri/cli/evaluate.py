@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from brainmri.cli.common import EPILOG, count, fail, optional_resample_count, unit_interval
-from brainmri.config import get_settings
+from brainmri.config import DEVICES, INFERENCE_BACKENDS, get_settings
 from brainmri.framing import CROP_MODES
 
 
@@ -60,8 +60,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="frame every slice this way instead of as the bundle says (head: cropped to the "
         "head box; none: the whole slice): a probe of how much the data's framing carries",
     )
-    parser.add_argument("--backend", choices=("auto", "eager", "bf16", "onnx"), default=None)
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default=None)
+    parser.add_argument("--backend", choices=INFERENCE_BACKENDS, default=None)
+    parser.add_argument("--device", choices=DEVICES, default=None)
     parser.set_defaults(handler=run)
 
 

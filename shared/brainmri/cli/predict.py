@@ -12,7 +12,7 @@ from typing import Any
 
 from brainmri import DISCLAIMER
 from brainmri.cli.common import EPILOG, add_flag, fail, print_json, unit_interval
-from brainmri.config import get_settings
+from brainmri.config import DEVICES, INFERENCE_BACKENDS, get_settings
 from brainmri.errors import InputError
 
 #: Error code of a prediction whose Grad-CAM could not be written: the input was fine.
@@ -50,8 +50,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="operating threshold from 0 to 1 (default: TUMOR_THRESH, else the bundle's)",
     )
-    parser.add_argument("--backend", choices=("auto", "eager", "bf16", "onnx"), default=None)
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default=None)
+    parser.add_argument("--backend", choices=INFERENCE_BACKENDS, default=None)
+    parser.add_argument("--device", choices=DEVICES, default=None)
     add_flag(
         parser,
         "dicom_slices",

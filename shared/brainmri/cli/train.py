@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from brainmri.cli.common import EPILOG, add_flag, str2bool
-from brainmri.config import get_settings
+from brainmri.config import DEVICES, get_settings
 from brainmri.framing import CROP_MODES
 from brainmri.training.recipes import RECIPES, TrainConfig, make_config
 
@@ -85,7 +85,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="auto: bf16 on CUDA and on CPUs with native bf16 (AVX512-BF16/AMX), else fp32",
     )
-    add_flag(optim, "device", choices=("auto", "cpu", "cuda", "mps"), default=None)
+    add_flag(optim, "device", choices=DEVICES, default=None)
     add_flag(optim, "seed", type=int, default=None)
 
     reg = parser.add_argument_group("regularisation")
