@@ -13,6 +13,8 @@ from fastapi.testclient import TestClient
 
 from brainmri.config import Settings
 from brainmri.db.migrate import upgrade
+from brainmri.framing import CROP_MODES
+from brainmri.training.recipes import RECIPES
 from brainmri_api.main import create_app
 from brainmri_api.routes import web
 from brainmri_api.routes.web import STATIC_DIR
@@ -106,6 +108,43 @@ def test_index_has_no_inline_code_and_labels_every_control(client: TestClient) -
         for name in ("src", "href"):
             value = attrs.get(name) or ""
             assert not re.match(r"^(https?:)?//", value), f"external reference: {value}"
+
+
+class _Options(HTMLParser):
+    """The option values of each <select>, by the select's id."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.options: dict[str, list[str]] = {}
+        self._select: str | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        values = dict(attrs)
+        if tag == "select":
+            self._select = values.get("id") or ""
+            self.options[self._select] = []
+        elif tag == "option" and self._select is not None:
+            self.options[self._select].append(values.get("value") or "")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "select":
+            self._select = None
+
+
+def test_train_form_offers_exactly_what_the_api_accepts(client: TestClient) -> None:
+    """The Train view's choices are written in the page; they must not drift from the API's."""
+    parser = _Options()
+    parser.feed(client.get("/").text)
+    assert sorted(parser.options["train-recipe"]) == sorted(RECIPES)
+    # "": leave it to the recipe (the request omits `crop`).
+    assert parser.options["train-crop"] == ["", *CROP_MODES]
+    schema = client.get("/openapi.json").json()["components"]["schemas"]["TrainRequest"]
+    fields = set(schema["properties"])
+    page = client.get("/static/js/train.js").text
+    numbers = set(re.findall(r'\["(\w+)", "train-', page))
+    assert len(numbers) > 8, "train.js no longer lists its number fields as this test reads them"
+    sent = numbers | {"dataset", "recipe", "auto_promote", "crop"}
+    assert sent <= fields, f"the form sends fields the API forbids: {sorted(sent - fields)}"
 
 
 def test_static_modules_are_served_and_safe(client: TestClient) -> None:

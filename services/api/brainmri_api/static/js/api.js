@@ -30,6 +30,18 @@ export function forgetKey() {
   sessionStorage.removeItem(KEY_SLOT);
 }
 
+// The key's role as /v1/me last answered: admin controls follow it. Only the page's looks
+// depend on it; the server checks the role again on every call.
+let keyRole = "user";
+
+export function getRole() {
+  return keyRole;
+}
+
+export function setRole(role) {
+  keyRole = role === "admin" ? "admin" : "user";
+}
+
 export function isFinished(status) {
   return FINISHED.has(status);
 }

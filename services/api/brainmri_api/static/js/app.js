@@ -1,12 +1,13 @@
 // Entry module: the API-key form and a hash router (#/analyze, #/jobs, #/jobs/<id>,
-// #/evaluate, #/models) that shows one <section> at a time. The disclaimer banner lives
+// #/evaluate, #/train, #/models) that shows one <section> at a time. The disclaimer banner lives
 // outside the sections, so it is on every view.
 
-import { forgetKey, getKey, setKey, whoAmI } from "./api.js";
+import { forgetKey, getKey, setKey, setRole, whoAmI } from "./api.js";
 import { initAnalyze, showAnalyze } from "./analyze.js";
 import { initEvaluate, showEvaluate } from "./evaluate.js";
 import { hideJob, initJobs, showJob, showJobs } from "./jobs.js";
-import { initModels, setRole, showModels } from "./models.js";
+import { initModels, showModels } from "./models.js";
+import { initTrain, showTrain } from "./train.js";
 
 const $ = (id) => document.getElementById(id);
 
@@ -15,6 +16,7 @@ const VIEWS = {
   jobs: { section: "view-jobs", show: showJobs, needsKey: true },
   job: { section: "view-job", show: showJob, needsKey: true },
   evaluate: { section: "view-evaluate", show: showEvaluate, needsKey: true },
+  train: { section: "view-train", show: showTrain, needsKey: true },
   models: { section: "view-models", show: showModels, needsKey: true },
 };
 
@@ -46,22 +48,28 @@ function route({ focus = true } = {}) {
   VIEWS[name].show(arg);
 }
 
+/** Admin-only links (Train) follow the key's role; the views check it again when shown. */
+function applyRole(role) {
+  setRole(role);
+  for (const node of document.querySelectorAll("[data-admin-only]")) node.hidden = role !== "admin";
+}
+
 /** Ask the server who the key is; admin controls follow the answer. */
 async function checkKey() {
   const status = $("key-status");
   if (!getKey()) {
-    setRole("user");
+    applyRole("user");
     status.textContent = "No API key set.";
     return false;
   }
   try {
     const me = await whoAmI();
-    setRole(me.role);
+    applyRole(me.role);
     status.textContent = `Key accepted (${me.role}).`;
     status.dataset.role = me.role;
     return true;
   } catch (err) {
-    setRole("user");
+    applyRole("user");
     status.textContent = `Key not accepted: ${err.message}`;
     delete status.dataset.role;
     return false;
@@ -87,6 +95,7 @@ async function start() {
   initAnalyze();
   initJobs();
   initEvaluate();
+  initTrain();
   initModels();
   window.addEventListener("hashchange", () => route());
   await checkKey();

@@ -2,7 +2,14 @@
 
 import { cancelJob, getJson, isFinished, jobsQuery, pollJob } from "./api.js";
 import { fill, fmtDate, fmtPercent, h, showError, shortId, table, UrlScope } from "./dom.js";
-import { jobErrorMessage, renderResult, renderStatus } from "./results.js";
+import {
+  jobErrorMessage,
+  renderEvalReport,
+  renderOtherResult,
+  renderPredictResult,
+  renderStatus,
+} from "./results.js";
+import { renderTrainReport } from "./train-report.js";
 
 const $ = (id) => document.getElementById(id);
 const PAGE = 20;
@@ -113,6 +120,15 @@ function renderMeta(job) {
   );
 }
 
+/** The report that fits the finished job's kind; null while it has no result. */
+function renderResult(job) {
+  if (job.status !== "succeeded" || !job.result) return null;
+  if (job.kind === "predict") return renderPredictResult(job, urls);
+  if (job.kind === "evaluate") return renderEvalReport(job, urls);
+  if (job.kind === "train") return renderTrainReport(job, urls);
+  return renderOtherResult(job);
+}
+
 export async function showJob(jobId) {
   openJob = jobId;
   urls.revokeAll();
@@ -134,7 +150,7 @@ export async function showJob(jobId) {
     if (!job) return;
     const message = jobErrorMessage(job);
     if (message) showError($("job-error"), new Error(message));
-    const result = renderResult(job, urls);
+    const result = renderResult(job);
     if (result) $("job-result").append(result);
   } catch (err) {
     if (openJob === jobId) showError($("job-error"), err);

@@ -1,11 +1,10 @@
 // The Models view: registered versions with their headline metrics and stage. Promote and
 // roll back appear only for admin keys (the server checks the role again on every call).
 
-import { getJson, postJson } from "./api.js";
+import { getJson, getRole, postJson } from "./api.js";
 import { fill, fmtDate, fmtNumber, h, showError, table } from "./dom.js";
 
 const $ = (id) => document.getElementById(id);
-let role = "user";
 let modelName = null;
 
 async function act(path, confirmText, doneText) {
@@ -21,7 +20,7 @@ async function act(path, confirmText, doneText) {
 }
 
 function promoteButton(row) {
-  if (role !== "admin" || row.stage === "production") return "";
+  if (getRole() !== "admin" || row.stage === "production") return "";
   return h(
     "button",
     {
@@ -55,7 +54,7 @@ function modelRow(row) {
     fmtDate(row.created_at),
     row.stage_reason || "-",
   ];
-  if (role === "admin") cells.push(promoteButton(row));
+  if (getRole() === "admin") cells.push(promoteButton(row));
   return h(
     "tr",
     { dataset: { version: row.version, stage: row.stage } },
@@ -71,7 +70,7 @@ export async function showModels() {
     $("models-production").textContent = body.production
       ? `Production model: ${body.production}`
       : "No production model is registered.";
-    $("models-admin").hidden = role !== "admin" || !modelName;
+    $("models-admin").hidden = getRole() !== "admin" || !modelName;
     const headers = [
       "Version",
       "Stage",
@@ -86,7 +85,7 @@ export async function showModels() {
       "Created",
       "Stage reason",
     ];
-    if (role === "admin") headers.push("Action");
+    if (getRole() === "admin") headers.push("Action");
     fill(
       $("models-table"),
       body.items.length
@@ -107,9 +106,4 @@ export function initModels() {
       "Rolled back",
     ),
   );
-}
-
-/** Called when the key changes: admin controls follow the key's role. */
-export function setRole(newRole) {
-  role = newRole === "admin" ? "admin" : "user";
 }

@@ -1,10 +1,11 @@
 // Rendering of job status, predict result cards and evaluation reports. Shared by the Analyze
-// view and the job view, so a result looks the same wherever it is opened.
+// view and the job view, so a result looks the same wherever it is opened. (Train reports:
+// train-report.js.)
 
-import { artifactUrl } from "./api.js";
+import { artifactImage, artifactViews } from "./artifacts.js";
 import { className, fill, fmtDate, fmtNumber, fmtPercent, h, shortId, table } from "./dom.js";
 
-const DISCLAIMER = "Research/triage only - not a medical device. Not for diagnosis.";
+export const DISCLAIMER = "Research/triage only - not a medical device. Not for diagnosis.";
 
 /** Status text plus a <progress> bar; `node` is an aria-live region. A queued job that no
  * live worker can take says so under the bar, instead of sitting at 0% without a word. */
@@ -112,20 +113,6 @@ function decision(result) {
   );
 }
 
-/** An <img> that appears once its artifact has been fetched (with the key) as a blob. */
-function artifactImage(path, alt, imgClass, urls) {
-  const img = h("img", { alt, className: imgClass });
-  const frame = h("div", { className: "image-frame" }, img);
-  artifactUrl(path)
-    .then((url) => {
-      img.src = urls.add(url);
-    })
-    .catch((err) => {
-      fill(frame, h("p", { className: "error" }, `Could not load the image: ${err.message}`));
-    });
-  return frame;
-}
-
 /** The result card of a finished predict job. */
 export function renderPredictResult(job, urls) {
   const result = job.result || {};
@@ -198,7 +185,7 @@ const METRICS = [
   ["best_threshold_by_YoudenJ", "Youden-J best threshold", fmtNumber],
 ];
 
-const PLOTS = {
+export const PLOTS = {
   "cm_multiclass.png": "Confusion matrix over the four classes",
   "cm_binary.png": "Confusion matrix, tumor versus no tumor",
   "roc_binary.png": "ROC curve, tumor versus no tumor",
@@ -235,30 +222,6 @@ function confusionTable(result) {
   );
 }
 
-function downloadButton(path, name, urls) {
-  return h(
-    "button",
-    {
-      type: "button",
-      onClick: async (event) => {
-        const button = event.currentTarget;
-        button.disabled = true;
-        try {
-          const link = h("a", { href: urls.add(await artifactUrl(path)), download: name });
-          document.body.append(link);
-          link.click();
-          link.remove();
-        } catch (err) {
-          button.after(h("span", { className: "error", role: "alert" }, ` ${err.message}`));
-        } finally {
-          button.disabled = false;
-        }
-      },
-    },
-    `Download ${name}`,
-  );
-}
-
 /** The evaluation report of a finished evaluate job: headline metrics, tables, plots. */
 export function renderEvalReport(job, urls) {
   const result = job.result || {};
@@ -282,19 +245,7 @@ export function renderEvalReport(job, urls) {
       String(row.support ?? "-"),
     ]),
   );
-  const plots = Object.entries(artifacts)
-    .filter(([name]) => name.endsWith(".png"))
-    .map(([name, path]) =>
-      h(
-        "figure",
-        { className: "plot" },
-        artifactImage(path, PLOTS[name] || name, "plot-image", urls),
-        h("figcaption", {}, PLOTS[name] || name),
-      ),
-    );
-  const downloads = Object.entries(artifacts)
-    .filter(([name]) => !name.endsWith(".png"))
-    .map(([name, path]) => downloadButton(path, name, urls));
+  const { plots, downloads } = artifactViews(Object.entries(artifacts), PLOTS, urls);
   const failed = (result.errors || []).length;
   return h(
     "article",
@@ -316,7 +267,7 @@ export function renderEvalReport(job, urls) {
   );
 }
 
-/** Any other finished job (training): its result as plain JSON text. */
+/** A finished job of a kind this page has no report for: its result as plain JSON text. */
 export function renderOtherResult(job) {
   return h(
     "article",
@@ -324,11 +275,4 @@ export function renderOtherResult(job) {
     h("h3", {}, "Result"),
     h("pre", { className: "json" }, JSON.stringify(job.result, null, 2)),
   );
-}
-
-export function renderResult(job, urls) {
-  if (job.status !== "succeeded" || !job.result) return null;
-  if (job.kind === "predict") return renderPredictResult(job, urls);
-  if (job.kind === "evaluate") return renderEvalReport(job, urls);
-  return renderOtherResult(job);
 }
