@@ -43,12 +43,17 @@ function verdict(result) {
   );
 }
 
+function signed(value) {
+  return `${value >= 0 ? "+" : ""}${value.toFixed(3)}`;
+}
+
 function comparison(result) {
   const candidate = result.test_metrics || {};
   const production = result.production_metrics || {};
   const n = candidate.n ?? "-";
+  const version = result.production_version || "-";
   return table(
-    `This model against production (${result.production_version || "-"}) on the same ${n} held-out test slices of this dataset`,
+    `This model against production (${version}) on the same ${n} held-out test slices of this dataset`,
     ["Metric", "New model", "Production", "Difference"],
     COMPARED.map(([key, label]) => {
       const a = candidate[key];
@@ -60,11 +65,13 @@ function comparison(result) {
         h("th", { scope: "row" }, label),
         h("td", { className: "num candidate" }, fmtNumber(a)),
         h("td", { className: "num production" }, fmtNumber(b)),
-        h("td", { className: "num" }, both ? `${a - b >= 0 ? "+" : ""}${(a - b).toFixed(3)}` : "-"),
+        h("td", { className: "num" }, both ? signed(a - b) : "-"),
       );
     }),
   );
 }
+
+const SPLITS = ["train", "val", "test"];
 
 /** Slices in one split: the job reports them per class ({train: {glioma: 24, ...}, ...}). */
 function splitSize(split, name) {
@@ -74,11 +81,13 @@ function splitSize(split, name) {
 
 function facts(result) {
   const split = result.split || {};
-  const minutes = typeof result.training_seconds === "number" ? result.training_seconds / 60 : null;
+  const seconds = result.training_seconds;
+  const budget = fmtNumber(result.time_budget_minutes, 1);
+  const epochs = `${result.epochs_run ?? "-"} of ${result.epochs_requested ?? "-"}`;
   const rows = [
-    ["Epochs run", `${result.epochs_run ?? "-"} of ${result.epochs_requested ?? "-"} (best: ${result.best_epoch ?? "-"})`],
-    ["Training time", minutes === null ? "-" : `${minutes.toFixed(1)} min of a ${fmtNumber(result.time_budget_minutes, 1)} min budget`],
-    ["Split (train / validation / test)", ["train", "val", "test"].map((name) => splitSize(split, name)).join(" / ")],
+    ["Epochs run", `${epochs} (best: ${result.best_epoch ?? "-"})`],
+    ["Training time", `${fmtNumber(seconds / 60, 1)} min of a ${budget} min budget`],
+    ["Split (train / validation / test)", SPLITS.map((name) => splitSize(split, name)).join(" / ")],
     ["Exact duplicates dropped", String(result.duplicates_dropped ?? "-")],
   ];
   return h(
