@@ -19,6 +19,11 @@ from tests.infra import EmbeddedServer
 
 SCREENSHOTS = PROJECT_ROOT / "test-artifacts" / "screenshots"
 EVAL_IMAGES = 12
+#: For `page.wait_for_function(..., arg=selector)`: every matching <img> decoded, at least one.
+ALL_IMAGES_LOADED = """(selector) => {
+    const images = [...document.querySelectorAll(selector)];
+    return images.length > 0 && images.every((img) => img.complete && img.naturalWidth > 0);
+}"""
 
 
 @dataclass(frozen=True)

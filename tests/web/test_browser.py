@@ -10,16 +10,19 @@ import httpx
 import pytest
 
 from brainmri.phantom import phantom_png
-from tests.web.conftest import EVAL_IMAGES, Console, Stack, screenshot, signed_in_tab
+from tests.web.conftest import (
+    ALL_IMAGES_LOADED,
+    EVAL_IMAGES,
+    Console,
+    Stack,
+    screenshot,
+    signed_in_tab,
+)
 
 pytestmark = pytest.mark.slow
 
 BANNER = "#disclaimer-banner"
 JOB_SECONDS = 120_000  # Playwright timeouts are in milliseconds
-ALL_IMAGES_LOADED = """(selector) => {
-    const images = [...document.querySelectorAll(selector)];
-    return images.length > 0 && images.every((img) => img.complete && img.naturalWidth > 0);
-}"""
 
 
 @pytest.fixture

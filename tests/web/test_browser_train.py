@@ -13,15 +13,11 @@ import pytest
 
 from brainmri.phantom import write_phantom_dataset
 from tests.infra import EmbeddedServer
-from tests.web.conftest import Stack, screenshot, signed_in_tab
+from tests.web.conftest import ALL_IMAGES_LOADED, Stack, screenshot, signed_in_tab
 
 pytestmark = pytest.mark.slow
 
 JOB_MS = 300_000  # Playwright timeouts are in milliseconds
-ALL_IMAGES_LOADED = """(selector) => {
-    const images = [...document.querySelectorAll(selector)];
-    return images.length > 0 && images.every((img) => img.complete && img.naturalWidth > 0);
-}"""
 
 
 @pytest.fixture(scope="module")

@@ -1,9 +1,9 @@
 // The Evaluate view: start an evaluation of the production model on a server-side folder; the
 // report (metrics, plots, downloads) opens in the job view once it is submitted.
 
-import { getJson, jobsQuery, postJson } from "./api.js";
-import { fill, showError } from "./dom.js";
-import { jobsTable } from "./jobs.js";
+import { postJson } from "./api.js";
+import { showError } from "./dom.js";
+import { showRecentJobs } from "./jobs.js";
 
 const $ = (id) => document.getElementById(id);
 
@@ -29,12 +29,11 @@ export function initEvaluate() {
   $("evaluate-form").addEventListener("submit", submit);
 }
 
-export async function showEvaluate() {
-  try {
-    const body = await getJson(jobsQuery({ kind: "evaluate", limit: 10 }));
-    fill($("evaluate-recent"), jobsTable("Recent evaluation jobs; open one for its report", body.items));
-  } catch (err) {
-    fill($("evaluate-recent"));
-    showError($("evaluate-error"), err);
-  }
+export function showEvaluate() {
+  return showRecentJobs(
+    "evaluate",
+    "Recent evaluation jobs; open one for its report",
+    $("evaluate-recent"),
+    $("evaluate-error"),
+  );
 }

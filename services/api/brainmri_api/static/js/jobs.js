@@ -43,6 +43,18 @@ export function jobsTable(caption, jobs) {
   return table(caption, ["Job", "Kind", "Status", "Progress", "Created", "Model"], jobs.map(jobRow));
 }
 
+/** Fill `node` with the caller's ten newest jobs of one kind (the Evaluate and Train views'
+ * "recent" lists); a failure empties it and shows in `errorNode`. */
+export async function showRecentJobs(kind, caption, node, errorNode) {
+  try {
+    const body = await getJson(jobsQuery({ kind, limit: 10 }));
+    fill(node, jobsTable(caption, body.items));
+  } catch (err) {
+    fill(node);
+    showError(errorNode, err);
+  }
+}
+
 async function loadJobs() {
   showError($("jobs-error"), null);
   try {

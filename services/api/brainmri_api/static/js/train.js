@@ -2,9 +2,9 @@
 // progress and result (the new model against production) open in the job view. Options left
 // blank are not sent, so the recipe's own values apply, as with `brainmri submit train`.
 
-import { getJson, getRole, jobsQuery, postJson } from "./api.js";
+import { getRole, postJson } from "./api.js";
 import { fill, showError } from "./dom.js";
-import { jobsTable } from "./jobs.js";
+import { showRecentJobs } from "./jobs.js";
 
 const $ = (id) => document.getElementById(id);
 
@@ -64,11 +64,10 @@ export async function showTrain() {
     fill($("train-recent"));
     return;
   }
-  try {
-    const body = await getJson(jobsQuery({ kind: "train", limit: 10 }));
-    fill($("train-recent"), jobsTable("Recent training jobs; open one for its result", body.items));
-  } catch (err) {
-    fill($("train-recent"));
-    showError($("train-error"), err);
-  }
+  return showRecentJobs(
+    "train",
+    "Recent training jobs; open one for its result",
+    $("train-recent"),
+    $("train-error"),
+  );
 }
